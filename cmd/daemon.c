@@ -1,0 +1,219 @@
+/*
+ * airlockd's wiring. Start-up failures are fatal with a clear message (exit 1, or 2 for
+ * configuration); after start-up nothing a client or a config reload does stops the daemon.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+
+#include "audit/audit.h"
+#include "cmd/daemon.h"
+#include "common/log.h"
+#include "common/secmem.h"
+#include "common/util.h"
+#include "policy/policy.h"
+#include "proxy/proxy.h"
+
+#define DAEMON_DRAIN_MS 10000
+#define AUDIT_SYNC_MS 100
+
+struct daemon {
+    const char *config_path;
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct policy *pol;
+    struct audit *audit;
+    struct proxy *proxy;
+    struct event *sighup, *sigterm, *sigint, *sync_timer;
+    int stopping;
+};
+
+int
+daemon_config_path(const char *arg, char *out, size_t outlen)
+{
+    const char *env = getenv("AIRLOCK_CONFIG"), *home = getenv("HOME");
+
+    if (arg != NULL)
+        return util_strlcpy(out, arg, outlen) < outlen ? 0 : -1;
+    if (env != NULL && *env != '\0')
+        return util_strlcpy(out, env, outlen) < outlen ? 0 : -1;
+    if (home == NULL || *home == '\0')
+        return -1;
+    return snprintf(out, outlen, "%s/.config/airlock/airlock.yaml", home) < (int)outlen ? 0 : -1;
+}
+
+int
+daemon_check(const char *config_path)
+{
+    struct policy *p;
+    struct err err;
+
+    if ((p = policy_load(config_path, &err)) == NULL) {
+        log_error("%s", err.msg);
+        return err.code == ERR_USAGE ? 2 : 1;
+    }
+    printf("%s: ok (%zu rules)\n", config_path, p->nrules);
+    policy_unref(p);
+    return 0;
+}
+
+static int
+daemon_reload(struct daemon *d, struct err *err)
+{
+    struct policy *p;
+
+    if ((p = policy_load(d->config_path, err)) == NULL) {
+        log_error("reload failed: %s", err->msg);
+        return -1;
+    }
+    if (p->listen_http.enabled != d->pol->listen_http.enabled ||
+        p->listen_socks5.enabled != d->pol->listen_socks5.enabled ||
+        strcmp(p->listen_http.text, d->pol->listen_http.text) != 0 ||
+        strcmp(p->listen_socks5.text, d->pol->listen_socks5.text) != 0 ||
+        strcmp(p->audit_path, d->pol->audit_path) != 0)
+        log_warn("reload: listen addresses and audit path take effect only after a restart");
+    proxy_set_policy(d->proxy, p);
+    policy_unref(d->pol);
+    d->pol = p;
+    log_info("policy reloaded from %s (%zu rules)", d->config_path, p->nrules);
+    return 0;
+}
+
+static void
+on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    struct err err;
+
+    (void)daemon_reload(arg, &err);
+}
+
+static void
+on_drained(void *arg)
+{
+    struct daemon *d = arg;
+
+    event_base_loopexit(d->base, NULL);
+}
+
+static void
+on_sigterm(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon *d = arg;
+
+    if (d->stopping) {
+        log_warn("second signal: exiting now");
+        event_base_loopexit(d->base, NULL);
+        return;
+    }
+    d->stopping = 1;
+    log_info("shutting down: finishing requests in flight (up to %d s)", DAEMON_DRAIN_MS / 1000);
+    proxy_drain(d->proxy, DAEMON_DRAIN_MS, on_drained, d);
+}
+
+static void
+on_sync_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+
+    (void)audit_sync(d->audit);
+}
+
+static int
+make_dir(const char *path)
+{
+    if (mkdir(path, 0700) == -1 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static int
+daemon_start(struct daemon *d, struct err *err)
+{
+    struct proxy_deps deps;
+    struct timeval sync_tv = {0, AUDIT_SYNC_MS * 1000};
+
+    if (secmem_harden_process() == -1)
+        log_warn("cannot disable core dumps: %s", strerror(errno));
+    if ((d->base = event_base_new()) == NULL)
+        return err_set(err, ERR_INTERNAL, "event_base_new failed");
+    d->dns = evdns_base_new(d->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (d->dns == NULL)
+        log_warn("no DNS resolver (check /etc/resolv.conf): only resolve: names will work");
+    if (make_dir(d->pol->state_dir) == -1)
+        return err_set(err, ERR_IO, "%s: cannot create state directory: %s", d->pol->state_dir,
+            strerror(errno));
+    if ((d->audit = audit_open(d->pol->audit_path, err)) == NULL)
+        return -1;
+    memset(&deps, 0, sizeof(deps));
+    deps.base = d->base;
+    deps.dns = d->dns;
+    deps.audit = d->audit;
+    if ((d->proxy = proxy_new(&deps, d->pol, err)) == NULL)
+        return -1;
+    d->sighup = evsignal_new(d->base, SIGHUP, on_sighup, d);
+    d->sigterm = evsignal_new(d->base, SIGTERM, on_sigterm, d);
+    d->sigint = evsignal_new(d->base, SIGINT, on_sigterm, d);
+    d->sync_timer = event_new(d->base, -1, EV_PERSIST, on_sync_timer, d);
+    if (d->sighup == NULL || d->sigterm == NULL || d->sigint == NULL || d->sync_timer == NULL)
+        return err_set(err, ERR_INTERNAL, "cannot install signal handlers");
+    evsignal_add(d->sighup, NULL);
+    evsignal_add(d->sigterm, NULL);
+    evsignal_add(d->sigint, NULL);
+    evtimer_add(d->sync_timer, &sync_tv);
+    return 0;
+}
+
+static void
+daemon_stop(struct daemon *d)
+{
+    proxy_free(d->proxy);
+    if (d->audit != NULL)
+        audit_close(d->audit);
+    if (d->sighup != NULL)
+        event_free(d->sighup);
+    if (d->sigterm != NULL)
+        event_free(d->sigterm);
+    if (d->sigint != NULL)
+        event_free(d->sigint);
+    if (d->sync_timer != NULL)
+        event_free(d->sync_timer);
+    if (d->dns != NULL)
+        evdns_base_free(d->dns, 0);
+    if (d->base != NULL)
+        event_base_free(d->base);
+    policy_unref(d->pol);
+}
+
+int
+daemon_run(const char *config_path)
+{
+    struct daemon d;
+    struct err err;
+    int status = 0;
+
+    memset(&d, 0, sizeof(d));
+    d.config_path = config_path;
+    signal(SIGPIPE, SIG_IGN);
+    if ((d.pol = policy_load(config_path, &err)) == NULL) {
+        log_error("%s", err.msg);
+        return err.code == ERR_USAGE ? 2 : 1;
+    }
+    if (daemon_start(&d, &err) == -1) {
+        log_error("%s", err.msg);
+        status = 1;
+    } else {
+        log_info("ready (%zu rules, pid %ld)", d.pol->nrules, (long)getpid());
+        event_base_dispatch(d.base);
+        log_info("stopped");
+    }
+    daemon_stop(&d);
+    return status;
+}

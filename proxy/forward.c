@@ -1,0 +1,373 @@
+/*
+ * Relaying one exchange: the request head (rewritten to origin-form, hop-by-hop and
+ * Proxy-* headers removed), the request body streamed by its framing, the response head
+ * parsed and rewritten, the response body streamed back. Bodies are never buffered whole:
+ * each side stops reading while the other's output is above PROXY_HIGH_WATER.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "proxy/proxy_internal.h"
+
+static void up_readcb(struct bufferevent *bev, void *arg);
+static void up_writecb(struct bufferevent *bev, void *arg);
+static void up_eventcb(struct bufferevent *bev, short what, void *arg);
+static void client_writecb(struct bufferevent *bev, void *arg);
+
+/* RFC 9110 7.6.1: connection-specific fields, plus the proxy's own. */
+static int
+hop_by_hop(const struct http_msg *m, const char *name, int keep_upgrade)
+{
+    static const char *const fixed[] = {"Connection", "Keep-Alive", "Proxy-Connection",
+        "Proxy-Authorization", "Proxy-Authenticate", "TE", "Upgrade"};
+    const char *conn;
+    size_t i;
+
+    for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (strcasecmp(name, fixed[i]) == 0)
+            return !(keep_upgrade && strcasecmp(name, "Upgrade") == 0);
+    if (strncasecmp(name, "Proxy-", 6) == 0)
+        return 1;
+    for (i = 0; i < m->nhdrs; i++) {
+        if (strcasecmp(m->hdrs[i].name, "Connection") != 0)
+            continue;
+        conn = m->hdrs[i].value;
+        if (http_header_has_token(conn, name))
+            return 1;
+    }
+    return 0;
+}
+
+static void
+write_request_head(struct conn *c, struct evbuffer *out)
+{
+    struct exchange *ex = &c->ex;
+    const struct http_msg *m = &ex->req;
+    size_t i;
+
+    evbuffer_add_printf(out, "%s %s HTTP/1.%d\r\n", m->method, ex->origin, m->version_minor);
+    for (i = 0; i < m->nhdrs; i++) {
+        if (hop_by_hop(m, m->hdrs[i].name, ex->upgrade))
+            continue;
+        evbuffer_add_printf(out, "%s: %s\r\n", m->hdrs[i].name, m->hdrs[i].value);
+    }
+    if (ex->upgrade)
+        evbuffer_add_printf(out, "Connection: Upgrade\r\n");
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static void
+write_response_head(struct conn *c, const struct http_msg *m, int final)
+{
+    struct evbuffer *out = bufferevent_get_output(c->client);
+    int upgrade = m->status == 101 && c->ex.upgrade;
+    size_t i;
+
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", m->status, m->reason);
+    for (i = 0; i < m->nhdrs; i++) {
+        if (hop_by_hop(m, m->hdrs[i].name, upgrade))
+            continue;
+        evbuffer_add_printf(out, "%s: %s\r\n", m->hdrs[i].name, m->hdrs[i].value);
+    }
+    if (upgrade)
+        evbuffer_add_printf(out, "Connection: Upgrade\r\n");
+    else if (final && c->ex.client_close)
+        evbuffer_add_printf(out, "Connection: close\r\n");
+    evbuffer_add(out, "\r\n", 2);
+}
+
+/* Moves up to the end of the current body from src to dst. Returns 1 done, 0 more, -1 bad. */
+static int
+relay_body(struct evbuffer *src, struct evbuffer *dst, enum http_body kind, uint64_t *left,
+    struct http_chunked *ch, uint64_t *count)
+{
+    struct evbuffer_iovec v;
+    size_t n, used;
+    int r;
+
+    switch (kind) {
+    case HTTP_BODY_NONE:
+        return 1;
+    case HTTP_BODY_CLOSE:
+        n = evbuffer_get_length(src);
+        *count += n;
+        evbuffer_remove_buffer(src, dst, n);
+        return 0;
+    case HTTP_BODY_LENGTH:
+        n = evbuffer_get_length(src);
+        if (n > *left)
+            n = (size_t)*left;
+        evbuffer_remove_buffer(src, dst, n);
+        *left -= n;
+        *count += n;
+        return *left == 0;
+    case HTTP_BODY_CHUNKED:
+        /* Bounded: every pass consumes a whole peeked segment or finishes the body. */
+        while (evbuffer_peek(src, -1, NULL, &v, 1) > 0 && v.iov_len > 0) {
+            r = http_chunked_feed(ch, v.iov_base, v.iov_len, &used);
+            if (r == -1)
+                return -1;
+            evbuffer_remove_buffer(src, dst, used);
+            *count += used;
+            if (r == 1)
+                return 1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+static void
+exchange_done(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+
+    if (!ex->req_done) {
+        /* The origin answered before reading the whole body: the stream is out of sync. */
+        ex->client_close = 1;
+        ex->up_keep = 0;
+    }
+    conn_audit(c);
+    if (!ex->up_keep && c->up != NULL) {
+        bufferevent_free(c->up);
+        c->up = NULL;
+    }
+    if (ex->client_close) {
+        conn_close_when_flushed(c);
+        return;
+    }
+    if (c->up != NULL) {
+        /* Idle upstream: an EOF or stray byte from it now just drops it. */
+        bufferevent_set_timeouts(c->up, NULL, NULL);
+        bufferevent_enable(c->up, EV_READ);
+    }
+    request_next(c);
+}
+
+void
+forward_start(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+    struct timeval idle = {(time_t)(c->pol->idle_timeout_ms / 1000),
+        (suseconds_t)(c->pol->idle_timeout_ms % 1000 * 1000)};
+
+    c->state = CS_EXCHANGE;
+    conn_clear_timer(c);
+    ex->upgrade = ex->req.upgrade_websocket;
+    ex->req_body = ex->req.body;
+    ex->req_left = ex->req.content_length;
+    http_chunked_init(&ex->req_chunk);
+    ex->req_done = ex->req_body == HTTP_BODY_NONE ||
+        (ex->req_body == HTTP_BODY_LENGTH && ex->req_left == 0);
+    ex->client_close = !ex->req.keep_alive || c->px->draining;
+    bufferevent_setcb(c->up, up_readcb, up_writecb, up_eventcb, c);
+    bufferevent_set_timeouts(c->up, &idle, NULL);
+    bufferevent_setwatermark(c->up, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
+    write_request_head(c, bufferevent_get_output(c->up));
+    bufferevent_enable(c->up, EV_READ | EV_WRITE);
+    bufferevent_setcb(c->client, http_client_readcb, client_writecb, http_client_eventcb, c);
+    bufferevent_setwatermark(c->client, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
+    if (ex->req_done)
+        bufferevent_disable(c->client, EV_READ);
+    else
+        bufferevent_enable(c->client, EV_READ);
+    if (!forward_client_data(c))
+        return;
+    /* Already-buffered response bytes (a reused upstream answered early) are handled now. */
+    if (c->up != NULL &&
+        evbuffer_get_length(bufferevent_get_input(c->up)) > 0)
+        up_readcb(c->up, c);
+}
+
+/* Request body bytes from the client. Returns 1 while the exchange goes on; after 0 the
+ * exchange finished (c may be freed) and must not be touched. */
+int
+forward_client_data(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+    struct evbuffer *upout;
+    int r;
+
+    if (ex->req_done || c->up == NULL)
+        return 1;
+    upout = bufferevent_get_output(c->up);
+    r = relay_body(bufferevent_get_input(c->client), upout, ex->req_body, &ex->req_left,
+        &ex->req_chunk, &ex->bytes_up);
+    if (r == -1) {
+        log_info("%s: %s malformed chunked request body", c->peer, ex->id);
+        ex->decision = "bad-request";
+        ex->status = 400;
+        conn_free(c);
+        return 0;
+    }
+    if (r == 1) {
+        ex->req_done = 1;
+        bufferevent_disable(c->client, EV_READ);
+        if (ex->resp_done) {
+            exchange_done(c);
+            return 0;
+        }
+        return 1;
+    }
+    if (evbuffer_get_length(upout) > PROXY_HIGH_WATER)
+        bufferevent_disable(c->client, EV_READ);
+    return 1;
+}
+
+static void
+up_writecb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    /* Below the low-water mark again: resume reading the request body. */
+    if (c->state == CS_EXCHANGE && !c->ex.req_done)
+        bufferevent_enable(c->client, EV_READ);
+}
+
+static void
+client_writecb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    if (c->state == CS_EXCHANGE && c->up != NULL && !c->ex.resp_done)
+        bufferevent_enable(c->up, EV_READ);
+}
+
+static void
+upstream_failed(struct conn *c, const char *decision, const char *detail)
+{
+    log_info("%s: %s %s:%u: %s", c->peer, c->ex.id, c->ex.host, c->ex.port, detail);
+    if (c->ex.resp_head_done) {
+        /* Mid-body: the client must see a truncated response, never a completed one. */
+        c->ex.status = c->ex.status ? c->ex.status : 502;
+        conn_free(c);
+        return;
+    }
+    bufferevent_free(c->up);
+    c->up = NULL;
+    c->ex.up_keep = 0;
+    conn_respond(c, decision_status(decision), decision, detail);
+}
+
+/* Parses the response head (skipping 1xx interim responses). 1 ready, 0 more, -1 failed. */
+static int
+response_head(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+    struct evbuffer *in = bufferevent_get_input(c->up);
+    size_t len, scan;
+    const char *buf;
+    long r;
+
+    for (;;) { /* bounded by the input: each pass consumes one head */
+        len = evbuffer_get_length(in);
+        scan = len < HTTP_MAX_HEAD ? len : HTTP_MAX_HEAD;
+        if (scan == 0)
+            return 0;
+        buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)scan);
+        r = http_head_scan(buf, scan);
+        if (r == 0 && scan < HTTP_MAX_HEAD)
+            return 0;
+        http_msg_clear(&ex->resp);
+        if (r <= 0 || http_parse_response(buf, (size_t)r, ex->method, &ex->resp) == -1) {
+            upstream_failed(c, "upstream-connect", "malformed response from upstream");
+            return -1;
+        }
+        evbuffer_drain(in, (size_t)r);
+        if (ex->resp.status >= 100 && ex->resp.status < 200 && ex->resp.status != 101) {
+            write_response_head(c, &ex->resp, 0);
+            continue;
+        }
+        return 1;
+    }
+}
+
+static void
+up_readcb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct exchange *ex = &c->ex;
+    struct evbuffer *cout = bufferevent_get_output(c->client);
+    int r;
+
+    if (c->state != CS_EXCHANGE) {
+        /* An idle kept-alive upstream must not talk; drop it. */
+        bufferevent_free(c->up);
+        c->up = NULL;
+        return;
+    }
+    if (!ex->resp_head_done) {
+        if (response_head(c) != 1)
+            return;
+        ex->resp_head_done = 1;
+        ex->status = ex->resp.status;
+        if (ex->resp.status == 101 && ex->upgrade) {
+            write_response_head(c, &ex->resp, 1);
+            tunnel_start(c);
+            return;
+        }
+        ex->resp_body = ex->resp.body;
+        ex->resp_left = ex->resp.content_length;
+        http_chunked_init(&ex->resp_chunk);
+        ex->up_keep = ex->resp.keep_alive && ex->resp_body != HTTP_BODY_CLOSE;
+        if (ex->resp_body == HTTP_BODY_CLOSE)
+            ex->client_close = 1;
+        write_response_head(c, &ex->resp, 1);
+    }
+    r = relay_body(bufferevent_get_input(c->up), cout, ex->resp_body, &ex->resp_left,
+        &ex->resp_chunk, &ex->bytes_down);
+    if (r == -1) {
+        upstream_failed(c, "upstream-connect", "malformed chunked response from upstream");
+        return;
+    }
+    if (r == 1) {
+        ex->resp_done = 1;
+        exchange_done(c);
+        return;
+    }
+    if (evbuffer_get_length(cout) > PROXY_HIGH_WATER)
+        bufferevent_disable(c->up, EV_READ);
+}
+
+static void
+up_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct exchange *ex = &c->ex;
+
+    if (c->state != CS_EXCHANGE) {
+        bufferevent_free(c->up);
+        c->up = NULL;
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        upstream_failed(c, "upstream-timeout", "upstream stalled");
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && ex->resp_head_done && ex->resp_body == HTTP_BODY_CLOSE) {
+        struct evbuffer *in = bufferevent_get_input(c->up);
+        ex->bytes_down += evbuffer_get_length(in);
+        evbuffer_add_buffer(bufferevent_get_output(c->client), in);
+        ex->resp_done = 1;
+        ex->client_close = 1;
+        ex->up_keep = 0;
+        exchange_done(c);
+        return;
+    }
+    if (!ex->resp_head_done && ex->up_reused && ex->bytes_up == 0 &&
+        ex->req_body == HTTP_BODY_NONE) {
+        /* A kept-alive upstream closed as we reused it: retry once on a fresh connection. */
+        log_debug("%s: %s stale upstream, redialing", c->peer, ex->id);
+        bufferevent_free(c->up);
+        c->up = NULL;
+        ex->up_reused = 0;
+        request_redial(c);
+        return;
+    }
+    upstream_failed(c, "upstream-connect",
+        (what & BEV_EVENT_EOF) ? "upstream closed the connection" : "upstream connection failed");
+}

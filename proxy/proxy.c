@@ -1,0 +1,355 @@
+/*
+ * Listeners and connection lifecycle: accept (bounded by max_connections), hand the new
+ * connection to the HTTP or SOCKS5 front end, free it, swap policies, drain on shutdown.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/listener.h>
+
+#include "audit/audit.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "proxy/proxy_internal.h"
+
+static void
+conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    switch (c->state) {
+    case CS_HEAD:
+        if (evbuffer_get_length(bufferevent_get_input(c->client)) > 0 && c->kind == CONN_HTTP) {
+            log_debug("%s: header read timeout", c->peer);
+            c->ex_active = 0;
+            conn_respond(c, 408, "bad-request", "request header timeout");
+            return;
+        }
+        log_debug("%s: idle timeout", c->peer);
+        break;
+    case CS_SOCKS_GREETING:
+    case CS_SOCKS_AUTH:
+    case CS_SOCKS_REQUEST:
+        log_debug("%s: socks5 handshake timeout", c->peer);
+        break;
+    case CS_EXCHANGE:
+        if (!c->ex.resp_head_done) {
+            conn_respond(c, 504, "upstream-timeout", "upstream did not answer in time");
+            return;
+        }
+        log_debug("%s: relay idle timeout", c->peer);
+        break;
+    default:
+        break;
+    }
+    conn_free(c);
+}
+
+void
+conn_set_timer(struct conn *c, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+
+    evtimer_add(c->timer, &tv);
+}
+
+void
+conn_clear_timer(struct conn *c)
+{
+    evtimer_del(c->timer);
+}
+
+void
+conn_new_id(char id[7])
+{
+    static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    unsigned char r[6];
+    int i;
+
+    if (util_random(r, sizeof(r)) == -1)
+        memset(r, 0, sizeof(r));
+    for (i = 0; i < 6; i++)
+        id[i] = alphabet[r[i] & 31];
+    id[6] = '\0';
+}
+
+static void
+proxy_check_drained(struct proxy *px)
+{
+    void (*done)(void *);
+
+    if (!px->draining || !TAILQ_EMPTY(&px->conns) || px->drain_done == NULL)
+        return;
+    done = px->drain_done;
+    px->drain_done = NULL;
+    if (px->drain_timer != NULL)
+        evtimer_del(px->drain_timer);
+    done(px->drain_arg);
+}
+
+void
+conn_free(struct conn *c)
+{
+    struct proxy *px;
+
+    if (c == NULL)
+        return;
+    px = c->px;
+    if (c->dial != NULL)
+        dial_cancel(c->dial);
+    if (c->ex_active && c->ex.decision != NULL)
+        conn_audit(c);
+    http_msg_clear(&c->ex.req);
+    http_msg_clear(&c->ex.resp);
+    if (c->up != NULL)
+        bufferevent_free(c->up);
+    if (c->client != NULL)
+        bufferevent_free(c->client);
+    if (c->timer != NULL)
+        event_free(c->timer);
+    policy_unref(c->pol);
+    TAILQ_REMOVE(&px->conns, c, link);
+    px->stats.connections_active--;
+    free(c);
+    proxy_check_drained(px);
+}
+
+static void
+closing_writecb(struct bufferevent *bev, void *arg)
+{
+    conn_free(arg);
+}
+
+static void
+closing_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+    conn_free(arg);
+}
+
+/* Sends whatever is queued for the client, then frees the connection. */
+void
+conn_close_when_flushed(struct conn *c)
+{
+    c->state = CS_CLOSING;
+    if (c->dial != NULL) {
+        dial_cancel(c->dial);
+        c->dial = NULL;
+    }
+    if (c->up != NULL) {
+        bufferevent_free(c->up);
+        c->up = NULL;
+    }
+    bufferevent_disable(c->client, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->client)) == 0) {
+        conn_free(c);
+        return;
+    }
+    bufferevent_setwatermark(c->client, EV_WRITE, 0, 0);
+    bufferevent_setcb(c->client, NULL, closing_writecb, closing_eventcb, c);
+    bufferevent_enable(c->client, EV_WRITE);
+    conn_set_timer(c, 10000);
+}
+
+static void
+refuse_over_limit(struct proxy *px, evutil_socket_t fd, enum conn_kind kind,
+    const struct sockaddr *sa)
+{
+    static const char http503[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        "X-Airlock-Decision: connection-limit\r\nConnection: close\r\nContent-Length: 41\r\n\r\n"
+        "airlock: too many connections, try later\n";
+    static const unsigned char socks_refuse[] = {5, 0xff};
+    char peer[64];
+
+    net_format_addr(sa, peer, sizeof(peer));
+    log_warn("%s: refused: %u connections already open", peer, px->pol->max_connections);
+    /* Best effort: the socket is non-blocking and these fit in any send buffer. */
+    if (kind == CONN_HTTP)
+        (void)!write(fd, http503, sizeof(http503) - 1);
+    else
+        (void)!write(fd, socks_refuse, sizeof(socks_refuse));
+    evutil_closesocket(fd);
+    px->stats.denied_total++;
+}
+
+static void
+accept_common(struct proxy *px, evutil_socket_t fd, struct sockaddr *sa, enum conn_kind kind)
+{
+    struct conn *c;
+
+    if (px->draining) {
+        evutil_closesocket(fd);
+        return;
+    }
+    if (px->stats.connections_active >= px->pol->max_connections) {
+        refuse_over_limit(px, fd, kind, sa);
+        return;
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->px = px;
+    c->pol = policy_ref(px->pol);
+    c->kind = kind;
+    c->via = kind == CONN_HTTP ? "http" : "socks5";
+    net_format_addr(sa, c->peer, sizeof(c->peer));
+    util_strlcpy(c->agent, "-", sizeof(c->agent));
+    c->client = bufferevent_socket_new(px->deps.base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(px->deps.base, conn_timer_cb, c);
+    TAILQ_INSERT_TAIL(&px->conns, c, link);
+    px->stats.connections_active++;
+    px->stats.connections_total++;
+    if (c->client == NULL || c->timer == NULL) {
+        if (c->client == NULL)
+            evutil_closesocket(fd);
+        conn_free(c);
+        return;
+    }
+    if (kind == CONN_HTTP) {
+        c->state = CS_HEAD;
+        bufferevent_setcb(c->client, http_client_readcb, NULL, http_client_eventcb, c);
+        conn_set_timer(c, c->pol->header_timeout_ms);
+    } else {
+        c->state = CS_SOCKS_GREETING;
+        bufferevent_setcb(c->client, socks_client_readcb, NULL, http_client_eventcb, c);
+        conn_set_timer(c, c->pol->header_timeout_ms);
+    }
+    bufferevent_enable(c->client, EV_READ | EV_WRITE);
+}
+
+static void
+http_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+    void *arg)
+{
+    accept_common(arg, fd, sa, CONN_HTTP);
+}
+
+static void
+socks_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+    void *arg)
+{
+    accept_common(arg, fd, sa, CONN_SOCKS5);
+}
+
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    /* EMFILE and friends: log and keep listening; libevent retries on the next event. */
+    log_warn("accept: %s", strerror(errno));
+}
+
+static struct evconnlistener *
+listen_on(struct proxy *px, const struct policy_listen *pl, evconnlistener_cb cb, struct err *err)
+{
+    struct evconnlistener *l;
+
+    l = evconnlistener_new_bind(px->deps.base, cb, px,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+        (const struct sockaddr *)&pl->addr, (int)pl->addr_len);
+    if (l == NULL) {
+        err_set(err, ERR_IO, "listen %s: %s", pl->text, strerror(errno));
+        return NULL;
+    }
+    evconnlistener_set_error_cb(l, accept_error_cb);
+    log_info("listening on %s", pl->text);
+    return l;
+}
+
+struct proxy *
+proxy_new(const struct proxy_deps *deps, struct policy *p, struct err *err)
+{
+    struct proxy *px;
+
+    if ((px = calloc(1, sizeof(*px))) == NULL) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    px->deps = *deps;
+    px->pol = policy_ref(p);
+    TAILQ_INIT(&px->conns);
+    if (p->listen_http.enabled &&
+        (px->http_listener = listen_on(px, &p->listen_http, http_accept_cb, err)) == NULL)
+        goto fail;
+    if (p->listen_socks5.enabled &&
+        (px->socks_listener = listen_on(px, &p->listen_socks5, socks_accept_cb, err)) == NULL)
+        goto fail;
+    return px;
+fail:
+    proxy_free(px);
+    return NULL;
+}
+
+void
+proxy_set_policy(struct proxy *px, struct policy *p)
+{
+    struct policy *old = px->pol;
+
+    px->pol = policy_ref(p);
+    policy_unref(old);
+}
+
+static void
+drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *px = arg;
+
+    log_warn("shutdown: cutting %llu connections still open",
+        (unsigned long long)px->stats.connections_active);
+    while (!TAILQ_EMPTY(&px->conns))
+        conn_free(TAILQ_FIRST(&px->conns));
+}
+
+void
+proxy_drain(struct proxy *px, uint64_t grace_ms, void (*done)(void *arg), void *arg)
+{
+    struct conn *c, *next;
+    struct timeval tv = {(time_t)(grace_ms / 1000), (suseconds_t)((grace_ms % 1000) * 1000)};
+
+    px->draining = 1;
+    px->drain_done = done;
+    px->drain_arg = arg;
+    if (px->http_listener != NULL)
+        evconnlistener_disable(px->http_listener);
+    if (px->socks_listener != NULL)
+        evconnlistener_disable(px->socks_listener);
+    /* Idle connections (no request in flight) go now; the rest get the grace period. */
+    for (c = TAILQ_FIRST(&px->conns); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if ((c->state == CS_HEAD && !c->ex_active &&
+                evbuffer_get_length(bufferevent_get_input(c->client)) == 0) ||
+            c->state == CS_SOCKS_GREETING || c->state == CS_SOCKS_AUTH ||
+            c->state == CS_SOCKS_REQUEST)
+            conn_free(c);
+    }
+    px->drain_timer = evtimer_new(px->deps.base, drain_timeout_cb, px);
+    evtimer_add(px->drain_timer, &tv);
+    proxy_check_drained(px);
+}
+
+void
+proxy_stats(const struct proxy *px, struct proxy_stats *out)
+{
+    *out = px->stats;
+}
+
+void
+proxy_free(struct proxy *px)
+{
+    if (px == NULL)
+        return;
+    px->drain_done = NULL;
+    while (!TAILQ_EMPTY(&px->conns))
+        conn_free(TAILQ_FIRST(&px->conns));
+    if (px->http_listener != NULL)
+        evconnlistener_free(px->http_listener);
+    if (px->socks_listener != NULL)
+        evconnlistener_free(px->socks_listener);
+    if (px->drain_timer != NULL)
+        event_free(px->drain_timer);
+    policy_unref(px->pol);
+    free(px);
+}

@@ -1,0 +1,156 @@
+/*
+ * Private to proxy/: the connection object shared by the listener, the HTTP and SOCKS5
+ * front ends, the dialer, the forwarder and the tunnel. One struct conn per accepted
+ * client; at most one exchange (request/response) in flight on it at a time.
+ */
+#ifndef AIRLOCK_PROXY_INTERNAL_H
+#define AIRLOCK_PROXY_INTERNAL_H
+
+#include <sys/queue.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common/net.h"
+#include "policy/policy.h"
+#include "proxy/http.h"
+#include "proxy/proxy.h"
+
+/* Relay back-pressure: stop reading a side while the other's output exceeds this. */
+#define PROXY_HIGH_WATER (1u << 20)
+#define PROXY_PATH_MAX 2048
+#define PROXY_AGENT_MAX 64
+
+enum conn_kind { CONN_HTTP, CONN_SOCKS5 };
+
+enum conn_state {
+    CS_SOCKS_GREETING,
+    CS_SOCKS_AUTH,
+    CS_SOCKS_REQUEST,
+    CS_HEAD,      /* waiting for a request head */
+    CS_DIALING,   /* a request (or tunnel) is waiting for its upstream */
+    CS_EXCHANGE,  /* request and response in flight */
+    CS_TUNNEL,    /* blind relay */
+    CS_CLOSING,   /* flushing a final response, then free */
+};
+
+/* One request/response on a connection; everything the audit line needs. */
+struct exchange {
+    char id[7];
+    uint64_t start_us;
+    struct http_msg req;
+    const char *origin;          /* request target in origin-form (points into req.raw) */
+    char method[32];
+    char path[PROXY_PATH_MAX];   /* without query */
+    char host[NET_HOST_MAX + 1];
+    uint16_t port;
+    const struct policy_rule *rule;
+    const char *decision;
+    const char *credential;
+    char approver[64];
+    int status;
+    uint64_t bytes_up, bytes_down;
+    /* request body relay */
+    enum http_body req_body;
+    uint64_t req_left;
+    struct http_chunked req_chunk;
+    int req_done;
+    /* response relay */
+    int resp_head_done;
+    struct http_msg resp;
+    enum http_body resp_body;
+    uint64_t resp_left;
+    struct http_chunked resp_chunk;
+    int resp_done;
+    int client_close;   /* close the client connection after this exchange */
+    int upgrade;        /* websocket: becomes a tunnel after 101 */
+    int up_reused;      /* sent on a kept-alive upstream (may retry once if it was stale) */
+    int up_keep;        /* the upstream may carry the next request */
+};
+
+struct dial;
+
+struct conn {
+    struct proxy *px;
+    struct policy *pol;         /* the policy this connection started with (a reference) */
+    enum conn_kind kind;
+    enum conn_state state;
+    const char *via;            /* "http", "connect", "socks5" */
+    struct bufferevent *client;
+    struct bufferevent *up;
+    char peer[64];
+    char agent[PROXY_AGENT_MAX + 1];
+    int authed;
+    /* CONNECT and SOCKS5 fix the target for the whole connection */
+    int fixed;
+    char host[NET_HOST_MAX + 1];
+    uint16_t port;
+    int tls;                    /* the stream is TLS (intercepted) */
+    int inspect;                /* fixed target whose requests are decided one by one */
+    int first_request;          /* no request seen yet on an inspected stream */
+    int head_timer;             /* the header-read timer (not the idle one) is armed */
+    /* current upstream, reusable by a later request to the same host:port */
+    char up_host[NET_HOST_MAX + 1];
+    uint16_t up_port;
+    struct dial *dial;
+    struct event *timer;
+    struct exchange ex;
+    int ex_active;
+    uint64_t tunnel_start_us;
+    TAILQ_ENTRY(conn) link;
+};
+
+TAILQ_HEAD(conn_list, conn);
+
+struct proxy {
+    struct proxy_deps deps;
+    struct policy *pol;
+    struct evconnlistener *http_listener;
+    struct evconnlistener *socks_listener;
+    struct conn_list conns;
+    struct proxy_stats stats;
+    int draining;
+    struct event *drain_timer;
+    void (*drain_done)(void *arg);
+    void *drain_arg;
+};
+
+/* proxy.c */
+void conn_free(struct conn *c);
+void conn_close_when_flushed(struct conn *c);
+void conn_set_timer(struct conn *c, uint64_t ms);
+void conn_clear_timer(struct conn *c);
+void conn_new_id(char id[7]);
+
+/* respond.c: generated responses and audit lines */
+void conn_respond(struct conn *c, int status, const char *decision, const char *text);
+void conn_audit(struct conn *c);
+int decision_status(const char *decision);
+
+/* request.c: the HTTP data path */
+void request_on_head_ready(struct conn *c);
+void http_client_readcb(struct bufferevent *bev, void *arg);
+void http_client_eventcb(struct bufferevent *bev, short what, void *arg);
+void request_next(struct conn *c);
+void connect_established(struct conn *c, enum policy_conn_verdict verdict);
+void socks_connect_decide(struct conn *c);
+
+/* forward.c: relaying one exchange */
+void forward_start(struct conn *c);
+int forward_client_data(struct conn *c);
+void request_redial(struct conn *c);
+
+/* tunnel.c */
+void tunnel_start(struct conn *c);
+
+/* socks.c */
+void socks_client_readcb(struct bufferevent *bev, void *arg);
+void socks_reply(struct conn *c, unsigned char rep);
+
+/* dial.c: resolve, check, connect. cb gets a connected bufferevent or a decision. */
+typedef void (*dial_cb)(struct conn *c, struct bufferevent *up, const char *decision,
+    const char *detail);
+struct dial *dial_start(struct conn *c, const char *host, uint16_t port, dial_cb cb);
+void dial_cancel(struct dial *d);
+
+#endif
