@@ -1,0 +1,1 @@
+airlock_unit_test(test_approvals airlock_approvals)
