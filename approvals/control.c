@@ -257,6 +257,8 @@ read_cb(struct bufferevent *bev, void *arg)
             }
             return;
         }
+        if (n > 0 && line[n - 1] == '\r')
+            n--; /* tolerate CRLF from hand-typed sessions (socat, nc) */
         if (n > CONTROL_MAX_LINE)
             reply_error(cl, "line too long");
         else if (n > 0)
