@@ -8,12 +8,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "approvals/approvals.h"
+#include "approvals/control.h"
 #include "audit/audit.h"
 #include "cmd/daemon.h"
 #include "common/log.h"
@@ -31,7 +34,10 @@ struct daemon {
     struct evdns_base *dns;
     struct policy *pol;
     struct audit *audit;
+    struct approvals *approvals;
+    struct control *control;
     struct proxy *proxy;
+    uint64_t started_ms;
     struct event *sighup, *sigterm, *sigint, *sync_timer;
     int stopping;
 };
@@ -87,6 +93,28 @@ daemon_reload(struct daemon *d, struct err *err)
     return 0;
 }
 
+static json_t *
+on_status(void *arg)
+{
+    struct daemon *d = arg;
+    struct proxy_stats st;
+
+    proxy_stats(d->proxy, &st);
+    return json_pack("{s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "config", d->config_path,
+        "pid", (json_int_t)getpid(), "audit", d->pol->audit_path, "rules",
+        (json_int_t)d->pol->nrules, "uptime_s",
+        (json_int_t)((util_wall_ms() - d->started_ms) / 1000), "connections_active",
+        (json_int_t)st.connections_active, "connections_total",
+        (json_int_t)st.connections_total, "requests_total", (json_int_t)st.requests_total,
+        "pending", (json_int_t)approvals_count(d->approvals));
+}
+
+static int
+on_control_reload(void *arg, struct err *err)
+{
+    return daemon_reload(arg, err);
+}
+
 static void
 on_sighup(evutil_socket_t sig, short what, void *arg)
 {
@@ -114,7 +142,11 @@ on_sigterm(evutil_socket_t sig, short what, void *arg)
         return;
     }
     d->stopping = 1;
-    log_info("shutting down: finishing requests in flight (up to %d s)", DAEMON_DRAIN_MS / 1000);
+    log_info("shutting down: denying %zu pending approvals, finishing requests in flight "
+             "(up to %d s)", approvals_count(d->approvals), DAEMON_DRAIN_MS / 1000);
+    approvals_shutdown(d->approvals);
+    control_free(d->control);
+    d->control = NULL;
     proxy_drain(d->proxy, DAEMON_DRAIN_MS, on_drained, d);
 }
 
@@ -152,10 +184,19 @@ daemon_start(struct daemon *d, struct err *err)
             strerror(errno));
     if ((d->audit = audit_open(d->pol->audit_path, err)) == NULL)
         return -1;
+    d->approvals = approvals_new(d->base, d->pol->approvals.max_pending,
+        d->pol->approvals.timeout_ms);
+    if (d->approvals == NULL)
+        return err_set(err, ERR_INTERNAL, "cannot create the approvals queue");
+    if (d->pol->control_path != NULL &&
+        (d->control = control_new(d->base, d->pol->control_path, d->approvals, on_status,
+             on_control_reload, d, err)) == NULL)
+        return -1;
     memset(&deps, 0, sizeof(deps));
     deps.base = d->base;
     deps.dns = d->dns;
     deps.audit = d->audit;
+    deps.approvals = d->approvals;
     if ((d->proxy = proxy_new(&deps, d->pol, err)) == NULL)
         return -1;
     d->sighup = evsignal_new(d->base, SIGHUP, on_sighup, d);
@@ -174,7 +215,9 @@ daemon_start(struct daemon *d, struct err *err)
 static void
 daemon_stop(struct daemon *d)
 {
+    control_free(d->control);
     proxy_free(d->proxy);
+    approvals_free(d->approvals);
     if (d->audit != NULL)
         audit_close(d->audit);
     if (d->sighup != NULL)
@@ -201,6 +244,7 @@ daemon_run(const char *config_path)
 
     memset(&d, 0, sizeof(d));
     d.config_path = config_path;
+    d.started_ms = util_wall_ms();
     signal(SIGPIPE, SIG_IGN);
     if ((d.pol = policy_load(config_path, &err)) == NULL) {
         log_error("%s", err.msg);
@@ -215,5 +259,10 @@ daemon_run(const char *config_path)
         log_info("stopped");
     }
     daemon_stop(&d);
+#ifdef __SANITIZE_ADDRESS__
+    /* LeakSanitizer ptraces the process at exit, which PR_SET_DUMPABLE 0 forbids. Every
+     * secret is wiped by now; sanitizer builds only. */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+#endif
     return status;
 }

@@ -42,22 +42,41 @@ hop_by_hop(const struct http_msg *m, const char *name, int keep_upgrade)
     return 0;
 }
 
-static void
-write_request_head(struct conn *c, struct evbuffer *out)
+/*
+ * The request head for the upstream. With an inject rule, a client-supplied header of the
+ * credential's name is dropped and the credential is appended by inject_header(). The head
+ * is built aside and moved into `out` whole, so a failed unseal sends nothing at all.
+ */
+static int
+write_request_head(struct conn *c, struct evbuffer *out, struct err *err)
 {
     struct exchange *ex = &c->ex;
     const struct http_msg *m = &ex->req;
+    const char *cred_header = NULL;
+    struct evbuffer *head;
     size_t i;
 
-    evbuffer_add_printf(out, "%s %s HTTP/1.%d\r\n", m->method, ex->origin, m->version_minor);
+    if (ex->rule != NULL && ex->rule->action == POLICY_INJECT)
+        cred_header = ex->rule->credential->header;
+    if ((head = evbuffer_new()) == NULL)
+        return err_set(err, ERR_INTERNAL, "out of memory");
+    evbuffer_add_printf(head, "%s %s HTTP/1.%d\r\n", m->method, ex->origin, m->version_minor);
     for (i = 0; i < m->nhdrs; i++) {
-        if (hop_by_hop(m, m->hdrs[i].name, ex->upgrade))
+        if (hop_by_hop(m, m->hdrs[i].name, ex->upgrade) ||
+            (cred_header != NULL && strcasecmp(m->hdrs[i].name, cred_header) == 0))
             continue;
-        evbuffer_add_printf(out, "%s: %s\r\n", m->hdrs[i].name, m->hdrs[i].value);
+        evbuffer_add_printf(head, "%s: %s\r\n", m->hdrs[i].name, m->hdrs[i].value);
     }
     if (ex->upgrade)
-        evbuffer_add_printf(out, "Connection: Upgrade\r\n");
-    evbuffer_add(out, "\r\n", 2);
+        evbuffer_add_printf(head, "Connection: Upgrade\r\n");
+    if (cred_header != NULL && inject_header(c, head, err) == -1) {
+        evbuffer_free(head);
+        return -1;
+    }
+    evbuffer_add(head, "\r\n", 2);
+    evbuffer_add_buffer(out, head);
+    evbuffer_free(head);
+    return 0;
 }
 
 static void
@@ -154,6 +173,7 @@ forward_start(struct conn *c)
     struct exchange *ex = &c->ex;
     struct timeval idle = {(time_t)(c->pol->idle_timeout_ms / 1000),
         (suseconds_t)(c->pol->idle_timeout_ms % 1000 * 1000)};
+    struct err err;
 
     c->state = CS_EXCHANGE;
     conn_clear_timer(c);
@@ -167,7 +187,14 @@ forward_start(struct conn *c)
     bufferevent_setcb(c->up, up_readcb, up_writecb, up_eventcb, c);
     bufferevent_set_timeouts(c->up, &idle, NULL);
     bufferevent_setwatermark(c->up, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
-    write_request_head(c, bufferevent_get_output(c->up));
+    if (write_request_head(c, bufferevent_get_output(c->up), &err) == -1) {
+        log_warn("%s: %s %s: %s", c->peer, ex->id, ex->credential ? ex->credential : "-", err.msg);
+        bufferevent_free(c->up);
+        c->up = NULL;
+        c->state = CS_HEAD;
+        conn_respond(c, 503, "vault-unavailable", "the credential could not be unsealed");
+        return;
+    }
     bufferevent_enable(c->up, EV_READ | EV_WRITE);
     bufferevent_setcb(c->client, http_client_readcb, client_writecb, http_client_eventcb, c);
     bufferevent_setwatermark(c->client, EV_WRITE, PROXY_HIGH_WATER / 2, 0);

@@ -35,6 +35,9 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     case CS_SOCKS_REQUEST:
         log_debug("%s: socks5 handshake timeout", c->peer);
         break;
+    case CS_HOLD_BODY:
+        conn_respond(c, 408, "bad-request", "request body timeout");
+        return;
     case CS_EXCHANGE:
         if (!c->ex.resp_head_done) {
             conn_respond(c, 504, "upstream-timeout", "upstream did not answer in time");
@@ -100,6 +103,7 @@ conn_free(struct conn *c)
     px = c->px;
     if (c->dial != NULL)
         dial_cancel(c->dial);
+    hold_cancel(c);
     if (c->ex_active && c->ex.decision != NULL)
         conn_audit(c);
     http_msg_clear(&c->ex.req);
@@ -271,6 +275,10 @@ proxy_new(const struct proxy_deps *deps, struct policy *p, struct err *err)
     px->deps = *deps;
     px->pol = policy_ref(p);
     TAILQ_INIT(&px->conns);
+    if (inject_init(px) == -1) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        goto fail;
+    }
     if (p->listen_http.enabled &&
         (px->http_listener = listen_on(px, &p->listen_http, http_accept_cb, err)) == NULL)
         goto fail;
@@ -350,6 +358,7 @@ proxy_free(struct proxy *px)
         evconnlistener_free(px->socks_listener);
     if (px->drain_timer != NULL)
         event_free(px->drain_timer);
+    inject_free(px);
     policy_unref(px->pol);
     free(px);
 }

@@ -29,6 +29,8 @@ enum conn_state {
     CS_SOCKS_REQUEST,
     CS_HEAD,      /* waiting for a request head */
     CS_DIALING,   /* a request (or tunnel) is waiting for its upstream */
+    CS_HOLD_BODY, /* buffering the body of a request that needs approval */
+    CS_HELD,      /* waiting in the approvals queue */
     CS_EXCHANGE,  /* request and response in flight */
     CS_TUNNEL,    /* blind relay */
     CS_CLOSING,   /* flushing a final response, then free */
@@ -64,6 +66,8 @@ struct exchange {
     int resp_done;
     int client_close;   /* close the client connection after this exchange */
     int upgrade;        /* websocket: becomes a tunnel after 101 */
+    struct http_chunked hold_chunk; /* finds the end of a held chunked body */
+    size_t hold_scanned;
     int up_reused;      /* sent on a kept-alive upstream (may retry once if it was stale) */
     int up_keep;        /* the upstream may carry the next request */
 };
@@ -89,6 +93,7 @@ struct conn {
     int inspect;                /* fixed target whose requests are decided one by one */
     int first_request;          /* no request seen yet on an inspected stream */
     int head_timer;             /* the header-read timer (not the idle one) is armed */
+    int held;                   /* the exchange is in the approvals queue */
     /* current upstream, reusable by a later request to the same host:port */
     char up_host[NET_HOST_MAX + 1];
     uint16_t up_port;
@@ -102,8 +107,11 @@ struct conn {
 
 TAILQ_HEAD(conn_list, conn);
 
+struct inject_state;
+
 struct proxy {
     struct proxy_deps deps;
+    struct inject_state *inject;
     struct policy *pol;
     struct evconnlistener *http_listener;
     struct evconnlistener *socks_listener;
@@ -139,6 +147,18 @@ void socks_connect_decide(struct conn *c);
 void forward_start(struct conn *c);
 int forward_client_data(struct conn *c);
 void request_redial(struct conn *c);
+void request_proceed(struct conn *c);
+
+/* hold.c: approval gates */
+void hold_step(struct conn *c);
+void hold_cancel(struct conn *c);
+
+/* inject.c: credentials from the vault into the upstream request head */
+struct hsm_config;
+int inject_init(struct proxy *px);
+void inject_free(struct proxy *px);
+void inject_config(const struct policy *p, struct hsm_config *cfg);
+int inject_header(struct conn *c, struct evbuffer *out, struct err *err);
 
 /* tunnel.c */
 void tunnel_start(struct conn *c);

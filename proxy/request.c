@@ -254,16 +254,29 @@ request_on_head_ready(struct conn *c)
         conn_respond(c, 403, "deny", "denied by policy");
         return;
     }
-    if (ex->rule != NULL && ex->rule->approve != POLICY_APPROVE_NONE) {
-        conn_respond(c, 503, "vault-unavailable", "approvals are not available in this build");
-        return;
-    }
+    ex->decision = "allow";
     if (ex->rule != NULL && ex->rule->action == POLICY_INJECT) {
         ex->credential = ex->rule->credential->name;
-        conn_respond(c, 503, "vault-unavailable", "credential injection is not available");
+        if (!c->tls && !ex->rule->allow_cleartext) {
+            conn_respond(c, 403, "deny",
+                "credential injection over cleartext is refused (rule lacks allow_cleartext)");
+            return;
+        }
+        ex->decision = "inject";
+    }
+    if (ex->rule != NULL && ex->rule->approve != POLICY_APPROVE_NONE) {
+        hold_step(c);
         return;
     }
-    ex->decision = "allow";
+    request_proceed(c);
+}
+
+/* The request is allowed (and approved, if it had to be): reuse or dial the upstream. */
+void
+request_proceed(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+
     if (c->up != NULL && strcmp(c->up_host, ex->host) == 0 && c->up_port == ex->port) {
         ex->up_reused = 1;
         forward_start(c);
@@ -439,6 +452,8 @@ http_client_readcb(struct bufferevent *bev, void *arg)
 
     if (c->state == CS_HEAD)
         try_head(c);
+    else if (c->state == CS_HOLD_BODY)
+        hold_step(c);
     else if (c->state == CS_EXCHANGE)
         (void)forward_client_data(c);
 }
