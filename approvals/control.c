@@ -254,6 +254,7 @@ read_cb(struct bufferevent *bev, void *arg)
             if (evbuffer_get_length(in) > CONTROL_MAX_LINE) {
                 reply_error(cl, "line too long");
                 cl->discarding = 1;
+                continue; /* drain now: at the high-watermark no further read would come */
             }
             return;
         }
@@ -312,9 +313,10 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
     socklen_t len = sizeof(cred);
     struct client *cl;
 
+    memset(&cred, 0, sizeof(cred));
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1 ||
         (cred.uid != geteuid() && cred.uid != 0)) {
-        log_warn("control: refusing a client with uid %d", len ? (int)cred.uid : -1);
+        log_warn("control: refusing a client with uid %u", (unsigned)cred.uid);
         refuse(fd, "permission denied");
         return;
     }

@@ -272,7 +272,7 @@ test_ops(void **state)
 static void
 test_malformed_keeps_connection(void **state)
 {
-    static char big[CONTROL_MAX_LINE + 6000];
+    static char big[CONTROL_MAX_LINE * 4];
     int fd = cl_connect();
     size_t off = 0;
     json_t *o;
