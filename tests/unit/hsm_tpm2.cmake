@@ -1,0 +1,1 @@
+airlock_unit_test(test_hsm_tpm2 airlock_hsm airlock_common)
