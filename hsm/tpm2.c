@@ -24,6 +24,7 @@
 #define TPM2_TAG_BYTES 16
 #define TPM2_MAX_SECRET 8192 /* SPEC section 4: secrets are at most 8 KiB */
 #define TPM2_BLOB_VERSION 1
+#define TPM2_MAX_AAD 4096 /* magic|version|backend|name: far below; keeps int casts exact */
 
 /*
  * Backend data, lengths big-endian and checked on parse:
@@ -521,6 +522,22 @@ tpm2_unseal_failed(struct tpm2 *t, TSS2_RC rc, struct err *err)
     return tpm2_fail(t, rc, "unsealing", err);
 }
 
+/*
+ * ESYS decrypts the Unseal response parameter in place in its command/response buffer,
+ * so the plaintext key would stay in unlocked heap until the next large response. A
+ * GetCapability whose response (83 bytes) covers the key's offsets (16..47) overwrites it.
+ */
+static void
+tpm2_scrub(struct tpm2 *t)
+{
+    TPMS_CAPABILITY_DATA *cap = NULL;
+    TPMI_YES_NO more;
+
+    Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_TPM_PROPERTIES,
+                       TPM2_PT_FIXED, 8, &more, &cap);
+    Esys_Free(cap);
+}
+
 /* Loads the object, sets its auth to SHA-256(aad) and unseals within an encrypting session. */
 static int
 tpm2_do_unseal(struct tpm2 *t, void *argp, struct err *err)
@@ -552,6 +569,7 @@ tpm2_do_unseal(struct tpm2 *t, void *argp, struct err *err)
         tpm2_unseal_failed(t, rc, err);
         goto out;
     }
+    tpm2_scrub(t);
     if (data->size != TPM2_KEY_BYTES) {
         err_set(err, ERR_CRYPTO, "tpm2: unseal failed: sealed key has %u bytes", data->size);
         goto out;
@@ -628,6 +646,10 @@ tpm2_seal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigne
 {
     struct tpm2_seal_arg a = {aad, aad_len, secret, secret_len, NULL, 0};
 
+    if ((!aad && aad_len) || (!secret && secret_len) || !blob || !blob_len)
+        return err_set(err, ERR_USAGE, "tpm2: seal: missing argument");
+    if (aad_len > TPM2_MAX_AAD)
+        return err_set(err, ERR_LIMIT, "tpm2: aad of %zu bytes exceeds %d", aad_len, TPM2_MAX_AAD);
     if (secret_len > TPM2_MAX_SECRET)
         return err_set(err, ERR_LIMIT, "tpm2: secret of %zu bytes exceeds %d", secret_len,
                        TPM2_MAX_SECRET);
@@ -646,6 +668,10 @@ tpm2_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsig
     struct tpm2_unseal_arg a = {aad, aad_len, &b, NULL};
     int ret = -1;
 
+    if ((!aad && aad_len) || !out)
+        return err_set(err, ERR_USAGE, "tpm2: unseal: missing argument");
+    if (aad_len > TPM2_MAX_AAD)
+        return err_set(err, ERR_LIMIT, "tpm2: aad of %zu bytes exceeds %d", aad_len, TPM2_MAX_AAD);
     /* Parse first: a malformed blob never reaches the TPM. */
     if (tpm2_blob_parse(blob, blob_len, &b, err) < 0)
         return -1;
