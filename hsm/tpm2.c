@@ -112,13 +112,20 @@ tpm2_connect(struct tpm2 *t, struct err *err)
     TSS2_RC rc;
 
     rc = Tss2_TctiLdr_Initialize(t->tcti_conf, &t->tcti);
-    if (rc == TSS2_RC_SUCCESS) {
+    if (rc == TSS2_RC_SUCCESS)
         rc = Esys_Initialize(&t->esys, t->tcti, NULL);
-        /* The swtpm TCTI and --flags startup-clear usually started the TPM already. */
-        if (rc == TSS2_RC_SUCCESS)
-            rc = Esys_Startup(t->esys, TPM2_SU_CLEAR);
-        if (rc == TPM2_RC_INITIALIZE)
+    if (rc == TSS2_RC_SUCCESS) {
+        /*
+         * Firmware (or swtpm --flags startup-clear) normally started the TPM already:
+         * TPM2_RC_INITIALIZE. Any other TPM answer is left to the next command to report,
+         * since a resource manager may refuse Startup outright; no answer is fatal.
+         */
+        rc = Esys_Startup(t->esys, TPM2_SU_CLEAR);
+        if ((rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER) {
+            if (rc != TSS2_RC_SUCCESS && rc != TPM2_RC_INITIALIZE)
+                log_debug("tpm2: startup: %s", Tss2_RC_Decode(rc));
             rc = TSS2_RC_SUCCESS;
+        }
     }
     if (rc != TSS2_RC_SUCCESS) {
         tpm2_disconnect(t);
