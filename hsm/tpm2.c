@@ -24,6 +24,9 @@
 #define TPM2_TAG_BYTES 16
 #define TPM2_MAX_SECRET 8192 /* SPEC section 4: secrets are at most 8 KiB */
 #define TPM2_BLOB_VERSION 1
+/* Sealed data: no sensitiveDataOrigin (we supply it), noDA so a wrong name cannot lock out. */
+#define TPM2_SEAL_ATTRS                                                                            \
+    (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA)
 #define TPM2_MAX_AAD 4096 /* magic|version|backend|name: far below; keeps int casts exact */
 
 /*
@@ -214,8 +217,7 @@ tpm2_seal_template(TPM2B_PUBLIC *pub)
     memset(pub, 0, sizeof(*pub));
     pub->publicArea.type = TPM2_ALG_KEYEDHASH;
     pub->publicArea.nameAlg = TPM2_ALG_SHA256;
-    pub->publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                                       TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA;
+    pub->publicArea.objectAttributes = TPM2_SEAL_ATTRS;
     pub->publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL;
 }
 
@@ -413,6 +415,12 @@ tpm2_blob_parse(const unsigned char *data, size_t len, struct tpm2_blob *b, stru
         Tss2_MU_TPM2B_PRIVATE_Unmarshal(privm, priv_len, &priv_off, &b->priv) != TSS2_RC_SUCCESS ||
         priv_off != priv_len)
         return err_set(err, ERR_PARSE, "tpm2: malformed blob: bad object encoding");
+    /* Only objects made by tpm2_seal_template: no policy, non-duplicable, authValue auth. */
+    if (b->pub.publicArea.type != TPM2_ALG_KEYEDHASH ||
+        b->pub.publicArea.nameAlg != TPM2_ALG_SHA256 ||
+        b->pub.publicArea.objectAttributes != TPM2_SEAL_ATTRS ||
+        b->pub.publicArea.authPolicy.size != 0)
+        return err_set(err, ERR_PARSE, "tpm2: malformed blob: not an airlock sealed object");
     b->hdr = data;
     b->hdr_len = off;
     if (len - off < TPM2_IV_BYTES)

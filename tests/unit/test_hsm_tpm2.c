@@ -352,6 +352,11 @@ test_altered_blob(void **state)
     longer[1] = 0xff;
     assert_unseal_fails(h, AAD_GITHUB, sizeof(AAD_GITHUB), longer, blob_len, ERR_PARSE);
     assert_unseal_fails(h, AAD_GITHUB, sizeof(AAD_GITHUB), NULL, 0, ERR_PARSE);
+    /* A duplicable object (fixedTPM cleared in objectAttributes, after size, type, nameAlg)
+     * is not one we made: refused before Load. */
+    memcpy(longer, blob, blob_len);
+    longer[l.pub + 9] ^= 0x02;
+    assert_unseal_fails(h, AAD_GITHUB, sizeof(AAD_GITHUB), longer, blob_len, ERR_PARSE);
     free(longer);
 
     /* The untouched blob still unseals: nothing above damaged the TPM state. */
