@@ -502,6 +502,31 @@ test_session_salted_encrypted(void **state)
     free(cap);
 }
 
+/* A signing key persisted at the configured handle is not silently used as the SRK. */
+static void
+test_init_refuses_non_storage_key(void **state)
+{
+    struct hsm_config cfg = {
+        .backend = HSM_BACKEND_TPM2, .tpm2_tcti = g.tcti, .tpm2_primary_handle = 0x81000a1du};
+    struct err err = {0};
+    char cmd[1024];
+    struct hsm *h;
+
+    snprintf(cmd, sizeof(cmd),
+             "export TPM2TOOLS_TCTI='%s'; cd '%s' && "
+             "timeout 20 tpm2_createprimary -Q -C o -G ecc256:ecdsa-sha256 -c sign.ctx "
+             "-a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign' && "
+             "timeout 20 tpm2_evictcontrol -Q -C o -c sign.ctx 0x81000a1d",
+             g.tcti, g.dir);
+    assert_int_equal(run_script(cmd, NULL, 0), 0);
+    h = hsm_open(&cfg, &err);
+    assert_non_null(h);
+    assert_int_equal(hsm_init(h, &err), -1);
+    assert_int_equal(err.code, ERR_EXISTS);
+    assert_non_null(strstr(err.msg, "0x81000a1d holds an object that is not a storage key"));
+    hsm_close(h);
+}
+
 static void
 test_bad_config(void **state)
 {
@@ -529,6 +554,7 @@ main(void)
         cmocka_unit_test(test_altered_blob),
         cmocka_unit_test(test_session_salted_encrypted),
         cmocka_unit_test(test_swtpm_stop_and_restart),
+        cmocka_unit_test(test_init_refuses_non_storage_key),
         cmocka_unit_test(test_bad_config),
     };
 
