@@ -1,0 +1,608 @@
+/*
+ * The daemon's side of the buddy device: opens the tty (polling every second while it is
+ * absent), authenticates the device with HELLO, shows the oldest pending item with a
+ * fresh nonce and turns APPROVE/DENY lines into decisions only when id, nonce and mac all
+ * check out. Everything else is ignored, counted and logged; nothing from the wire can
+ * reach the decision callback without a verified mac (auth hmac).
+ */
+#include "device/buddy.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "device/buddy_internal.h"
+
+#define RETIRED_MAX 64      /* nonces remembered to tell replays from forgeries */
+#define OUT_MAX_BYTES 8192  /* a device that stops reading is treated as unplugged */
+#define READS_PER_EVENT 8   /* then yield to the loop */
+
+struct item {
+    TAILQ_ENTRY(item) entry;
+    char id[BUDDY_ID_LEN + 1];
+    char text[BUDDY_TEXT_MAX + 1];
+};
+
+enum link_state { LINK_CLOSED, LINK_HELLO, LINK_READY };
+
+struct retired {
+    char id[BUDDY_ID_LEN + 1];
+    char nonce[BUDDY_NONCE_LEN + 1];
+};
+
+struct buddy_link {
+    struct event_base *base;
+    char *path;
+    unsigned baud;
+    int auth_hmac;
+    struct secbuf *key;
+    buddy_decision_cb cb;
+    void *arg;
+
+    int fd;
+    char open_path[PATH_MAX];
+    struct event *ev_read, *ev_write, *ev_timer;
+    struct evbuffer *out;
+    enum link_state state;
+    int absent_logged;
+    char hnonce[BUDDY_NONCE_LEN + 1];
+    uint64_t hello_us, ping_us, pong_us;
+    char devid[BUDDY_DEVID_MAX + 1];
+    struct buddy_linebuf lb;
+
+    TAILQ_HEAD(, item) items;
+    size_t nitems;
+    int shown, shown_used;
+    char shown_id[BUDDY_ID_LEN + 1];
+    char shown_nonce[BUDDY_NONCE_LEN + 1];
+    struct retired retired[RETIRED_MAX];
+    size_t retired_next;
+
+    struct buddy_link_stats stats;
+};
+
+static void link_close(struct buddy_link *l, const char *why);
+
+static void
+random_nonce(char out[BUDDY_NONCE_LEN + 1])
+{
+    unsigned char raw[BUDDY_NONCE_LEN / 2];
+
+    if (util_random(raw, sizeof(raw)) < 0)
+        abort(); /* no randomness: a predictable nonce would allow replays */
+    buddy_hex_encode(raw, sizeof(raw), out);
+}
+
+static void
+flush_out(struct buddy_link *l)
+{
+    while (l->fd >= 0 && evbuffer_get_length(l->out) > 0) {
+        int n = evbuffer_write(l->out, l->fd);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            event_add(l->ev_write, NULL);
+            return;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        link_close(l, n < 0 ? strerror(errno) : "write returned 0");
+        return;
+    }
+}
+
+static void
+send_raw(struct buddy_link *l, const char *s, size_t n)
+{
+    if (l->fd < 0)
+        return;
+    if (evbuffer_get_length(l->out) + n > OUT_MAX_BYTES) {
+        link_close(l, "device is not reading");
+        return;
+    }
+    evbuffer_add(l->out, s, n);
+    flush_out(l);
+}
+
+static void
+send_msg(struct buddy_link *l, const struct buddy_msg *m)
+{
+    char line[BUDDY_LINE_MAX + 1];
+    int n = buddy_format_line(m, line, sizeof(line));
+
+    if (n < 0) {
+        log_error("buddy: %s: cannot format a line of type %d", l->open_path, (int)m->type);
+        return;
+    }
+    send_raw(l, line, (size_t)n);
+}
+
+static void
+send_hello(struct buddy_link *l)
+{
+    struct buddy_msg m;
+
+    memset(&m, 0, sizeof(m));
+    m.type = BUDDY_MSG_HELLO;
+    random_nonce(l->hnonce);
+    strcpy(m.nonce, l->hnonce);
+    l->hello_us = util_now_us();
+    /* The empty line first ends any half line the device still holds from before. */
+    send_raw(l, "\n", 1);
+    send_msg(l, &m);
+}
+
+/* Remembers the shown nonce (used or superseded) so a late copy is called a replay. */
+static void
+retire_shown(struct buddy_link *l)
+{
+    struct retired *r;
+
+    if (!l->shown)
+        return;
+    if (!l->shown_used) {
+        r = &l->retired[l->retired_next++ % RETIRED_MAX];
+        strcpy(r->id, l->shown_id);
+        strcpy(r->nonce, l->shown_nonce);
+    }
+    l->shown = 0;
+    l->shown_used = 0;
+}
+
+static void
+show_next(struct buddy_link *l)
+{
+    struct item *it = TAILQ_FIRST(&l->items);
+    struct buddy_msg m;
+
+    if (l->state != LINK_READY || l->shown || it == NULL)
+        return;
+    memset(&m, 0, sizeof(m));
+    m.type = BUDDY_MSG_SHOW;
+    strcpy(m.id, it->id);
+    random_nonce(m.nonce);
+    strcpy(m.text, it->text);
+    strcpy(l->shown_id, it->id);
+    strcpy(l->shown_nonce, m.nonce);
+    l->shown = 1;
+    l->shown_used = 0;
+    log_debug("buddy: showing %s", it->id);
+    send_msg(l, &m);
+}
+
+static void
+link_close(struct buddy_link *l, const char *why)
+{
+    if (l->fd < 0)
+        return;
+    log_warn("buddy: %s: %s; device closed, polling for it", l->open_path, why);
+    event_free(l->ev_read);
+    event_free(l->ev_write);
+    l->ev_read = l->ev_write = NULL;
+    close(l->fd);
+    l->fd = -1;
+    evbuffer_drain(l->out, evbuffer_get_length(l->out));
+    retire_shown(l);
+    l->state = LINK_CLOSED;
+    l->devid[0] = '\0';
+    l->hnonce[0] = '\0';
+    l->lb.len = 0;
+    l->lb.discarding = 0;
+}
+
+/* 1 when mac is right for (type, id, nonce): always with auth none. */
+static int
+mac_ok(const struct buddy_link *l, enum buddy_type type, const char *a, const char *b,
+    const char *mac)
+{
+    char msg[BUDDY_LINE_MAX];
+
+    if (!l->auth_hmac)
+        return 1;
+    if (buddy_mac_message(type, a, b, msg, sizeof(msg)) < 0)
+        return 0;
+    return buddy_mac_verify(l->key->data, msg, mac);
+}
+
+/* A decision line whose mac matches an already used or superseded nonce of that id. */
+static int
+is_replay(const struct buddy_link *l, const struct buddy_msg *m)
+{
+    size_t i;
+
+    for (i = 0; i < RETIRED_MAX; i++) {
+        const struct retired *r = &l->retired[i];
+        if (r->id[0] != '\0' && strcmp(r->id, m->id) == 0 &&
+            mac_ok(l, m->type, r->id, r->nonce, m->mac))
+            return 1;
+    }
+    return 0;
+}
+
+static void
+on_hello_reply(struct buddy_link *l, const struct buddy_msg *m)
+{
+    if (l->state != LINK_HELLO || l->hnonce[0] == '\0') {
+        log_debug("buddy: %s: HELLO outside a handshake ignored", l->open_path);
+        return;
+    }
+    if (!mac_ok(l, BUDDY_MSG_HELLO_REPLY, m->devid, l->hnonce, m->mac)) {
+        l->stats.bad_mac++;
+        log_warn("buddy: %s: HELLO from %s with a wrong mac ignored (paired with another "
+                 "key?)",
+            l->open_path, m->devid);
+        return;
+    }
+    l->hnonce[0] = '\0'; /* one HELLO reply per challenge */
+    l->state = LINK_READY;
+    util_strlcpy(l->devid, m->devid, sizeof(l->devid));
+    l->ping_us = l->pong_us = util_now_us();
+    log_info("buddy: %s: device %s connected (auth %s)", l->open_path, l->devid,
+        l->auth_hmac ? "hmac" : "none");
+    show_next(l);
+}
+
+/* NULL when m may decide the item on show; else the counter to bump and why in *why. */
+static uint64_t *
+check_decision(struct buddy_link *l, const struct buddy_msg *m, const char **why)
+{
+    *why = "replayed (nonce already used)";
+    if (l->state != LINK_READY) {
+        *why = "before the HELLO handshake";
+        return &l->stats.unknown_id;
+    }
+    if (!l->shown || strcmp(m->id, l->shown_id) != 0) {
+        if (is_replay(l, m))
+            return &l->stats.replayed;
+        *why = "not the item on show";
+        return &l->stats.unknown_id;
+    }
+    if (!mac_ok(l, m->type, m->id, l->shown_nonce, m->mac)) {
+        if (is_replay(l, m))
+            return &l->stats.replayed;
+        *why = "wrong mac";
+        return &l->stats.bad_mac;
+    }
+    return l->shown_used ? &l->stats.replayed : NULL;
+}
+
+static void
+on_decision(struct buddy_link *l, const struct buddy_msg *m)
+{
+    char id[BUDDY_ID_LEN + 1], devid[BUDDY_DEVID_MAX + 1];
+    int approve = m->type == BUDDY_MSG_APPROVE;
+    uint64_t *counter;
+    const char *why;
+
+    if ((counter = check_decision(l, m, &why)) != NULL) {
+        (*counter)++;
+        log_warn("buddy: %s: %s %s ignored: %s", l->open_path, approve ? "APPROVE" : "DENY",
+            m->id, why);
+        return;
+    }
+    /* Accept once: the nonce is spent before anything else can run. */
+    l->shown_used = 1;
+    {
+        struct retired *r = &l->retired[l->retired_next++ % RETIRED_MAX];
+        strcpy(r->id, l->shown_id);
+        strcpy(r->nonce, l->shown_nonce);
+    }
+    strcpy(id, m->id);
+    strcpy(devid, l->devid);
+    log_info("buddy: device %s %s %s", devid, approve ? "approved" : "denied", id);
+    l->cb(id, approve, devid, l->arg);
+    /* The daemon did not take the decision (yet): show the item again, fresh nonce. */
+    if (l->state == LINK_READY && l->shown && l->shown_used && strcmp(l->shown_id, id) == 0) {
+        l->shown = 0;
+        l->shown_used = 0;
+        show_next(l);
+    }
+}
+
+static void
+handle_line(struct buddy_link *l, const char *line, size_t len)
+{
+    struct buddy_msg m;
+
+    if (buddy_parse_line(line, len, &m) != BUDDY_PARSE_OK) {
+        l->stats.malformed++;
+        log_warn("buddy: %s: malformed line of %zu bytes ignored", l->open_path, len);
+        return;
+    }
+    switch (m.type) {
+    case BUDDY_MSG_HELLO_REPLY:
+        on_hello_reply(l, &m);
+        break;
+    case BUDDY_MSG_APPROVE:
+    case BUDDY_MSG_DENY:
+        on_decision(l, &m);
+        break;
+    case BUDDY_MSG_PONG:
+        l->pong_us = util_now_us();
+        break;
+    case BUDDY_MSG_ERR:
+        log_info("buddy: %s: device reports: %s", l->open_path, m.reason);
+        break;
+    default:
+        l->stats.malformed++;
+        log_warn("buddy: %s: host-side message from the device ignored", l->open_path);
+    }
+}
+
+static void
+feed(struct buddy_link *l, const unsigned char *p, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n && l->fd >= 0; i++) {
+        switch (buddy_linebuf_feed(&l->lb, p[i])) {
+        case BUDDY_LB_LINE:
+            handle_line(l, l->lb.buf, l->lb.len);
+            l->lb.len = 0;
+            break;
+        case BUDDY_LB_OVERLONG:
+            l->stats.overlong++;
+            log_warn("buddy: %s: line longer than %d bytes discarded", l->open_path,
+                BUDDY_LINE_MAX);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void
+on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct buddy_link *l = arg;
+    unsigned char buf[512];
+    int i;
+
+    for (i = 0; i < READS_PER_EVENT && l->fd >= 0; i++) {
+        ssize_t n = read(l->fd, buf, sizeof(buf));
+        if (n > 0) {
+            feed(l, buf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        /* EOF, EIO, ENXIO: the device was unplugged (or the pty's other end closed). */
+        link_close(l, n == 0 ? "end of file" : strerror(errno));
+        return;
+    }
+}
+
+static void
+on_write(evutil_socket_t fd, short what, void *arg)
+{
+    flush_out(arg);
+}
+
+static void
+try_open(struct buddy_link *l)
+{
+    struct err err;
+    char path[PATH_MAX];
+    int fd;
+
+    if (strcmp(l->path, "auto") == 0) {
+        if (buddy_serial_auto_path(path, sizeof(path)) < 0) {
+            if (!l->absent_logged)
+                log_info("buddy: no device under /dev/serial/by-id yet; polling every %d ms",
+                    BUDDY_POLL_MS);
+            l->absent_logged = 1;
+            return;
+        }
+    } else {
+        util_strlcpy(path, l->path, sizeof(path));
+    }
+    if ((fd = buddy_serial_open(path, l->baud, &err)) < 0) {
+        if (!l->absent_logged)
+            log_info("buddy: %s; polling every %d ms", err.msg, BUDDY_POLL_MS);
+        l->absent_logged = 1;
+        return;
+    }
+    l->ev_read = event_new(l->base, fd, EV_READ | EV_PERSIST, on_read, l);
+    l->ev_write = event_new(l->base, fd, EV_WRITE, on_write, l);
+    if (l->ev_read == NULL || l->ev_write == NULL || event_add(l->ev_read, NULL) < 0) {
+        log_error("buddy: %s: cannot register events", path);
+        event_free(l->ev_read);
+        event_free(l->ev_write);
+        l->ev_read = l->ev_write = NULL;
+        close(fd);
+        return;
+    }
+    l->fd = fd;
+    util_strlcpy(l->open_path, path, sizeof(l->open_path));
+    l->absent_logged = 0;
+    l->state = LINK_HELLO;
+    log_info("buddy: %s: opened, sending HELLO", path);
+    send_hello(l);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct buddy_link *l = arg;
+    uint64_t now = util_now_us();
+    struct buddy_msg m;
+
+    switch (l->state) {
+    case LINK_CLOSED:
+        try_open(l);
+        break;
+    case LINK_HELLO:
+        if (now - l->hello_us >= (uint64_t)BUDDY_HELLO_RETRY_MS * 1000)
+            send_hello(l);
+        break;
+    case LINK_READY:
+        if (now - l->pong_us >= (uint64_t)BUDDY_PONG_TIMEOUT_MS * 1000) {
+            link_close(l, "no PONG for 10 s");
+        } else if (now - l->ping_us >= (uint64_t)BUDDY_PING_MS * 1000) {
+            memset(&m, 0, sizeof(m));
+            m.type = BUDDY_MSG_PING;
+            l->ping_us = now;
+            send_msg(l, &m);
+        }
+        break;
+    }
+}
+
+struct buddy_link *
+buddy_link_new(struct event_base *base, const struct buddy_link_config *cfg,
+    const struct secbuf *key, buddy_decision_cb cb, void *arg, struct err *err)
+{
+    struct buddy_link *l;
+    struct timeval tv = {BUDDY_POLL_MS / 1000, (BUDDY_POLL_MS % 1000) * 1000};
+
+    if (cfg->path == NULL || cfg->path[0] == '\0' || cb == NULL) {
+        err_set(err, ERR_USAGE, "buddy: no device path configured");
+        return NULL;
+    }
+    if (cfg->auth_hmac && (key == NULL || key->len != BUDDY_KEY_LEN)) {
+        err_set(err, ERR_USAGE, "buddy: auth hmac needs the %d-byte pair key (airlock buddy "
+                                "pair)", BUDDY_KEY_LEN);
+        return NULL;
+    }
+    if ((l = calloc(1, sizeof(*l))) == NULL) {
+        err_set(err, ERR_INTERNAL, "buddy: out of memory");
+        return NULL;
+    }
+    l->base = base;
+    l->fd = -1;
+    l->baud = cfg->baud;
+    l->auth_hmac = cfg->auth_hmac != 0;
+    l->cb = cb;
+    l->arg = arg;
+    TAILQ_INIT(&l->items);
+    util_strlcpy(l->open_path, cfg->path, sizeof(l->open_path));
+    l->path = strdup(cfg->path);
+    l->key = secbuf_new(BUDDY_KEY_LEN);
+    l->out = evbuffer_new();
+    l->ev_timer = event_new(base, -1, EV_PERSIST, on_timer, l);
+    if (l->path == NULL || l->key == NULL || l->out == NULL || l->ev_timer == NULL ||
+        event_add(l->ev_timer, &tv) < 0) {
+        err_set(err, ERR_INTERNAL, "buddy: cannot allocate the link");
+        buddy_link_free(l);
+        return NULL;
+    }
+    if (l->auth_hmac)
+        secbuf_append(l->key, key->data, BUDDY_KEY_LEN);
+    try_open(l);
+    return l;
+}
+
+void
+buddy_link_free(struct buddy_link *l)
+{
+    struct item *it;
+
+    if (l == NULL)
+        return;
+    if (l->fd >= 0) {
+        event_free(l->ev_read);
+        event_free(l->ev_write);
+        close(l->fd);
+    }
+    if (l->ev_timer != NULL)
+        event_free(l->ev_timer);
+    if (l->out != NULL)
+        evbuffer_free(l->out);
+    while ((it = TAILQ_FIRST(&l->items)) != NULL) {
+        TAILQ_REMOVE(&l->items, it, entry);
+        free(it);
+    }
+    secbuf_free(l->key);
+    free(l->path);
+    free(l);
+}
+
+/* Printable ASCII only, cut to what fits in a SHOW line; never empty. */
+static void
+sanitise_text(const char *in, char out[BUDDY_TEXT_MAX + 1])
+{
+    size_t i;
+
+    for (i = 0; in != NULL && in[i] != '\0' && i < BUDDY_TEXT_MAX; i++)
+        out[i] = (in[i] >= 0x20 && in[i] <= 0x7e) ? in[i] : '?';
+    out[i] = '\0';
+    if (i == 0)
+        strcpy(out, "-");
+}
+
+void
+buddy_link_item_added(struct buddy_link *l, const char *id, const char *text)
+{
+    struct item *it;
+
+    if (id == NULL || !buddy_valid_id(id)) {
+        log_warn("buddy: pending item with an invalid id not shown");
+        return;
+    }
+    TAILQ_FOREACH(it, &l->items, entry)
+        if (strcmp(it->id, id) == 0)
+            return;
+    if (l->nitems >= BUDDY_MAX_ITEMS || (it = calloc(1, sizeof(*it))) == NULL) {
+        log_warn("buddy: %s not shown on the device: too many pending items", id);
+        return;
+    }
+    strcpy(it->id, id);
+    sanitise_text(text, it->text);
+    TAILQ_INSERT_TAIL(&l->items, it, entry);
+    l->nitems++;
+    show_next(l);
+}
+
+void
+buddy_link_item_removed(struct buddy_link *l, const char *id)
+{
+    struct item *it;
+    struct buddy_msg m;
+
+    if (id == NULL)
+        return;
+    TAILQ_FOREACH(it, &l->items, entry)
+        if (strcmp(it->id, id) == 0)
+            break;
+    if (it == NULL)
+        return;
+    TAILQ_REMOVE(&l->items, it, entry);
+    l->nitems--;
+    free(it);
+    if (l->shown && strcmp(l->shown_id, id) == 0) {
+        retire_shown(l);
+        memset(&m, 0, sizeof(m));
+        m.type = BUDDY_MSG_CLEAR;
+        strcpy(m.id, id);
+        send_msg(l, &m);
+        show_next(l);
+    }
+}
+
+int
+buddy_link_connected(const struct buddy_link *l)
+{
+    return l->state == LINK_READY;
+}
+
+const char *
+buddy_link_devid(const struct buddy_link *l)
+{
+    return l->state == LINK_READY ? l->devid : NULL;
+}
+
+void
+buddy_link_stats(const struct buddy_link *l, struct buddy_link_stats *out)
+{
+    *out = l->stats;
+}
