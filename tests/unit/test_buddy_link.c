@@ -16,6 +16,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -522,6 +525,158 @@ test_config_errors(void **state)
     buddy_link_free(NULL);
 }
 
+/* The simulator binary: started with its stdout on a pipe we read lines from. */
+struct simproc {
+    pid_t pid;
+    int out;
+    char text[8192];
+    size_t len;
+};
+
+static int
+sim_start(struct simproc *sp, const char *const *args)
+{
+    const char *bdir = getenv("AIRLOCK_BUILD_DIR");
+    char path[512];
+    const char *argv[16];
+    int fds[2], i, devnull;
+
+    snprintf(path, sizeof(path), "%s/cmd/airlock-buddy-sim", bdir != NULL ? bdir : ".");
+    if (access(path, X_OK) != 0) {
+        if (bdir != NULL) /* under ctest the binary is a dependency: it must be there */
+            fail_msg("%s: not built", path);
+        return -1; /* run by hand from elsewhere: skip */
+    }
+    assert_int_equal(pipe(fds), 0);
+    memset(sp, 0, sizeof(*sp));
+    argv[0] = path;
+    for (i = 0; args[i] != NULL && i < 14; i++)
+        argv[i + 1] = args[i];
+    argv[i + 1] = NULL;
+    sp->pid = fork();
+    assert_true(sp->pid >= 0);
+    if (sp->pid == 0) {
+        devnull = open("/dev/null", O_RDONLY);
+        dup2(devnull, STDIN_FILENO);
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        execv(path, (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    sp->out = fds[0];
+    fcntl(sp->out, F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+/* Pumps the loop and reads the simulator's stdout until it contains want. */
+static int
+sim_wait_for(struct simproc *sp, const char *want, int timeout_ms)
+{
+    uint64_t deadline = util_now_us() + (uint64_t)timeout_ms * 1000;
+    ssize_t n;
+
+    while (strstr(sp->text, want) == NULL) {
+        if (util_now_us() >= deadline)
+            return 0;
+        n = read(sp->out, sp->text + sp->len, sizeof(sp->text) - 1 - sp->len);
+        if (n > 0) {
+            sp->len += (size_t)n;
+            sp->text[sp->len] = '\0';
+        }
+        pump_ms(20);
+    }
+    return 1;
+}
+
+static int
+sim_stop(struct simproc *sp)
+{
+    int status = -1, i;
+
+    kill(sp->pid, SIGTERM);
+    for (i = 0; i < 300; i++) {
+        if (waitpid(sp->pid, &status, WNOHANG) == sp->pid)
+            break;
+        usleep(10000);
+    }
+    if (i == 300) {
+        kill(sp->pid, SIGKILL);
+        waitpid(sp->pid, &status, 0);
+    }
+    sim_wait_for(sp, "bye", 200);
+    close(sp->out);
+    return status;
+}
+
+static void
+test_simulator_binary(void **state)
+{
+    struct simproc sp;
+    struct buddy_link *l;
+    char key_file[160], hex[80];
+    const char *args[] = {"--link", link_path, "--key-file", key_file, "--devid", "SIM7",
+        "--auto", "approve", "--delay", "50", NULL};
+    struct stat st;
+    int status;
+
+    snprintf(key_file, sizeof(key_file), "%s/buddy.key", dir);
+    buddy_hex_encode(key_bytes, 32, hex);
+    strcat(hex, "\n");
+    assert_int_equal(util_write_file_atomic(key_file, hex, strlen(hex), 0600), 0);
+    if (sim_start(&sp, args) < 0)
+        skip();
+    assert_true(sim_wait_for(&sp, "ready /dev/pts/", 3000));
+    l = link_start(1);
+    got.remove_in_cb = 1;
+    buddy_link_item_added(l, "FFFFF6", "POST api.example.test /x (ci-bot)");
+    assert_true(pump_until(&got.n, 0, 1, 5000));
+    assert_string_equal(got.id, "FFFFF6");
+    assert_int_equal(got.approve, 1);
+    assert_string_equal(got.devid, "SIM7");
+    assert_true(sim_wait_for(&sp, "shown FFFFF6 POST api.example.test /x (ci-bot)\n", 2000));
+    assert_true(sim_wait_for(&sp, "approved FFFFF6\n", 2000));
+    assert_true(sim_wait_for(&sp, "cleared FFFFF6\n", 2000));
+    buddy_link_free(l);
+    status = sim_stop(&sp);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_non_null(strstr(sp.text, "bye"));
+    assert_int_equal(lstat(link_path, &st), -1); /* its symlink is gone */
+    unlink(key_file);
+}
+
+static void
+test_simulator_pairing(void **state)
+{
+    struct simproc sp;
+    char key_file[160], devid[17], hex[80];
+    const char *args[] = {"--link", link_path, "--key-file", key_file, "--pairing", NULL};
+    uint8_t newkey[32];
+    struct err err;
+    struct stat st;
+    char *text;
+
+    snprintf(key_file, sizeof(key_file), "%s/paired.key", dir);
+    if (sim_start(&sp, args) < 0)
+        skip();
+    assert_true(sim_wait_for(&sp, "ready /dev/pts/", 3000));
+    memset(newkey, 0x5a, sizeof(newkey));
+    if (buddy_pair_blocking(link_path, 115200, newkey, devid, 3000, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_string_equal(devid, "SIM1");
+    assert_true(sim_wait_for(&sp, "paired\n", 2000));
+    sim_stop(&sp);
+    assert_int_equal(stat(key_file, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    text = util_read_file(key_file, 256, NULL);
+    assert_non_null(text);
+    buddy_hex_encode(newkey, 32, hex);
+    strcat(hex, "\n");
+    assert_string_equal(text, hex);
+    free(text);
+    unlink(key_file);
+}
+
 int
 main(void)
 {
@@ -533,6 +688,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_auth_none, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pairing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_simulator_binary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_simulator_pairing, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
