@@ -12,6 +12,10 @@
 
 #include "buddy_proto.h"
 
+#ifdef __cplusplus
+extern "C" { /* the Arduino sketch is C++ */
+#endif
+
 #define BUDDY_FW_DEBOUNCE_MS 30
 #define BUDDY_FW_LONG_PRESS_MS 1500   /* held this long: DENY (fires while still held) */
 #define BUDDY_FW_PAIRING_HOLD_MS 3000 /* held this long from power-on: pairing mode */
@@ -87,5 +91,9 @@ int buddy_fw_led_level(const struct buddy_fw *fw, uint32_t now_ms);
 /* The id on show, or NULL. */
 const char *buddy_fw_shown_id(const struct buddy_fw *fw);
 int buddy_fw_pairing(const struct buddy_fw *fw);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

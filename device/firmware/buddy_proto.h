@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" { /* the Arduino sketch is C++ */
+#endif
+
 #define BUDDY_PROTO_VERSION "1"
 #define BUDDY_LINE_MAX 200 /* bytes on the wire, including the '\n' */
 #define BUDDY_ID_LEN 6     /* Crockford base32, upper case */
@@ -88,5 +92,9 @@ int buddy_valid_text(const char *s); /* printable ASCII, non-empty */
 void buddy_hex_encode(const uint8_t *in, size_t n, char *out);
 /* Exactly 2n lower-case hex characters into out[n]; -1 on a bad character. */
 int buddy_hex_decode(const char *hex, uint8_t *out, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" { /* the Arduino sketch is C++ */
+#endif
+
 #define BUDDY_SHA256_LEN 32
 #define BUDDY_SHA256_BLOCK 64
 
@@ -27,5 +31,9 @@ void buddy_sha256_final(struct buddy_sha256 *c, uint8_t out[BUDDY_SHA256_LEN]);
 /* HMAC-SHA256 (RFC 2104); keys longer than the block are hashed first. */
 void buddy_hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg_len,
     uint8_t out[BUDDY_SHA256_LEN]);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
