@@ -31,6 +31,8 @@ int buddy_mac_verify(const unsigned char key[32], const char *msg, const char *m
  * flushes both directions. Returns the fd or -1 (err says which path and why).
  */
 int buddy_serial_open(const char *path, unsigned baud, struct err *err);
+/* 1 when baud is one buddy_serial_open() can set (9600 ... 921600). */
+int buddy_serial_baud_supported(unsigned baud);
 /* "auto": the first entry (by name) of /dev/serial/by-id into out; -1 when none. */
 int buddy_serial_auto_path(char *out, size_t cap);
 

@@ -469,6 +469,10 @@ buddy_link_new(struct event_base *base, const struct buddy_link_config *cfg,
         err_set(err, ERR_USAGE, "buddy: no device path configured");
         return NULL;
     }
+    if (!buddy_serial_baud_supported(cfg->baud)) {
+        err_set(err, ERR_USAGE, "buddy: %s: unsupported baud rate %u", cfg->path, cfg->baud);
+        return NULL;
+    }
     if (cfg->auth_hmac && (key == NULL || key->len != BUDDY_KEY_LEN)) {
         err_set(err, ERR_USAGE, "buddy: auth hmac needs the %d-byte pair key (airlock buddy "
                                 "pair)", BUDDY_KEY_LEN);

@@ -39,6 +39,14 @@ baud_constant(unsigned baud, speed_t *out)
 }
 
 int
+buddy_serial_baud_supported(unsigned baud)
+{
+    speed_t speed;
+
+    return baud_constant(baud, &speed) == 0;
+}
+
+int
 buddy_serial_open(const char *path, unsigned baud, struct err *err)
 {
     struct termios tio;

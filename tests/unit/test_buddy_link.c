@@ -520,6 +520,10 @@ test_config_errors(void **state)
 
     assert_null(buddy_link_new(base, &cfg, NULL, on_decision, NULL, &err));
     assert_non_null(strstr(err.msg, "pair key"));
+    cfg.baud = 12345;
+    assert_null(buddy_link_new(base, &cfg, key, on_decision, NULL, &err));
+    assert_non_null(strstr(err.msg, "unsupported baud rate 12345"));
+    cfg.baud = 115200;
     cfg.path = "";
     assert_null(buddy_link_new(base, &cfg, key, on_decision, NULL, &err));
     buddy_link_free(NULL);
