@@ -631,7 +631,7 @@ http_path_is_suspicious(const char *path)
 }
 
 enum {
-    CK_SIZE0, CK_SIZE, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR, CK_DATA_LF,
+    CK_SIZE0, CK_SIZE, CK_BWS, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR, CK_DATA_LF,
     CK_TRL_START, CK_TRL_LINE, CK_TRL_LF, CK_END_LF, CK_DONE, CK_ERROR
 };
 
@@ -654,28 +654,37 @@ hex_value(char ch)
     return -1;
 }
 
-/* One byte of the chunk-size line (RFC 9112 7.1). Returns the next state. */
+/*
+ * One byte of the chunk-size line (RFC 9112 7.1): hex digits, optional whitespace, then
+ * ";extensions". "5 5" is refused: a size must not read differently to another parser.
+ * Returns the next state.
+ */
 static int
 chunk_size_byte(struct http_chunked *c, char ch)
 {
     int h = hex_value(ch);
 
+    if (ch == '\r')
+        return c->state == CK_SIZE0 ? CK_ERROR : CK_SIZE_LF;
     if (++c->line_len > CHUNK_MAX_LINE)
         return CK_ERROR;
-    if (c->state == CK_SIZE0) {
-        c->remaining = 0;
-        if (h < 0)
+    switch (c->state) {
+    case CK_SIZE0:
+    case CK_SIZE:
+        if (h >= 0) {
+            c->remaining = (c->state == CK_SIZE0 ? 0 : c->remaining * 16) + (uint64_t)h;
+            return c->remaining > CHUNK_MAX_SIZE ? CK_ERROR : CK_SIZE;
+        }
+        if (c->state == CK_SIZE0)
             return CK_ERROR;
+        /* FALLTHROUGH */
+    case CK_BWS:
+        if (is_ows(ch))
+            return CK_BWS;
+        return ch == ';' ? CK_EXT : CK_ERROR;
+    default:
+        return is_field_byte((unsigned char)ch) ? CK_EXT : CK_ERROR;
     }
-    if (c->state != CK_EXT && h >= 0) {
-        c->remaining = c->remaining * 16 + (uint64_t)h;
-        return c->remaining > CHUNK_MAX_SIZE ? CK_ERROR : CK_SIZE;
-    }
-    if (ch == '\r')
-        return CK_SIZE_LF;
-    if (c->state == CK_SIZE)
-        return ch == ';' || is_ows(ch) ? CK_EXT : CK_ERROR;
-    return is_field_byte((unsigned char)ch) ? CK_EXT : CK_ERROR;
 }
 
 /* One byte of the trailer section, which ends with an empty line. */
@@ -714,6 +723,7 @@ http_chunked_feed(struct http_chunked *c, const char *data, size_t len, size_t *
         switch (c->state) {
         case CK_SIZE0:
         case CK_SIZE:
+        case CK_BWS:
         case CK_EXT:
             c->state = chunk_size_byte(c, ch);
             break;
