@@ -118,6 +118,7 @@ struct proxy {
     struct conn_list conns;
     struct proxy_stats stats;
     int draining;
+    int audit_failed;           /* the last audit write failed: deny until one succeeds */
     struct event *drain_timer;
     void (*drain_done)(void *arg);
     void *drain_arg;

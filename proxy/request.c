@@ -254,6 +254,10 @@ request_on_head_ready(struct conn *c)
         conn_respond(c, 403, "deny", "denied by policy");
         return;
     }
+    if (c->px->audit_failed) {
+        conn_respond(c, 503, "audit-unavailable", "the audit log cannot be written");
+        return;
+    }
     ex->decision = "allow";
     if (ex->rule != NULL && ex->rule->action == POLICY_INJECT) {
         ex->credential = ex->rule->credential->name;
@@ -338,6 +342,10 @@ connect_begin(struct conn *c)
             ex->rule != NULL ? "denied by policy" : "no rule allows this host");
         return;
     }
+    if (c->px->audit_failed) {
+        conn_respond(c, 503, "audit-unavailable", "the audit log cannot be written");
+        return;
+    }
     c->fixed = 1;
     util_strlcpy(c->host, ex->host, sizeof(c->host));
     c->port = ex->port;
@@ -406,10 +414,12 @@ socks_connect_decide(struct conn *c)
     enum policy_conn_verdict verdict;
 
     verdict = policy_decide_connection(c->pol, c->agent, c->host, c->port, &c->ex.rule);
-    if (verdict == POLICY_CONN_DENY) {
-        c->ex.decision = c->ex.rule != NULL ? "deny" : "no-rule";
+    if (verdict == POLICY_CONN_DENY || c->px->audit_failed) {
+        c->ex.decision = verdict != POLICY_CONN_DENY ? "audit-unavailable"
+            : c->ex.rule != NULL                     ? "deny"
+                                                     : "no-rule";
         conn_audit(c);
-        socks_reply(c, 0x02);
+        socks_reply(c, verdict == POLICY_CONN_DENY ? 0x02 : 0x01);
         conn_close_when_flushed(c);
         return;
     }

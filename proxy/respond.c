@@ -141,8 +141,15 @@ conn_audit(struct conn *c)
     rec.bytes_up = ex->bytes_up;
     rec.bytes_down = ex->bytes_down;
     rec.ms = now > ex->start_us ? (now - ex->start_us) / 1000 : 0;
-    if (audit_log(c->px->deps.audit, &rec, &err) == -1)
-        log_error("audit: %s", err.msg);
+    /* Fail closed: while the log cannot be written, nothing more is forwarded. */
+    if (audit_log(c->px->deps.audit, &rec, &err) == -1) {
+        if (!c->px->audit_failed)
+            log_error("audit: %s: denying requests until it can be written again", err.msg);
+        c->px->audit_failed = 1;
+    } else if (c->px->audit_failed) {
+        log_info("audit: writable again");
+        c->px->audit_failed = 0;
+    }
     log_debug("%s %s %s %s:%u%s -> %s %d", ex->id, c->agent, rec.method ? rec.method : "-",
         rec.host ? rec.host : "-", ex->port, rec.path ? rec.path : "", rec.decision, ex->status);
     c->px->stats.requests_total++;
