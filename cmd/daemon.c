@@ -19,6 +19,7 @@
 #include "approvals/control.h"
 #include "audit/audit.h"
 #include "cmd/daemon.h"
+#include "cmd/daemon_internal.h"
 #include "common/log.h"
 #include "common/secmem.h"
 #include "common/util.h"
@@ -28,19 +29,7 @@
 #define DAEMON_DRAIN_MS 10000
 #define AUDIT_SYNC_MS 100
 
-struct daemon {
-    const char *config_path;
-    struct event_base *base;
-    struct evdns_base *dns;
-    struct policy *pol;
-    struct audit *audit;
-    struct approvals *approvals;
-    struct control *control;
-    struct proxy *proxy;
-    uint64_t started_ms;
-    struct event *sighup, *sigterm, *sigint, *sync_timer;
-    int stopping;
-};
+
 
 int
 daemon_config_path(const char *arg, char *out, size_t outlen)
@@ -197,6 +186,8 @@ daemon_start(struct daemon *d, struct err *err)
     deps.dns = d->dns;
     deps.audit = d->audit;
     deps.approvals = d->approvals;
+    if (daemon_device_start(d) == -1)
+        return err_set(err, ERR_USAGE, "cannot start the buddy device link");
     if ((d->proxy = proxy_new(&deps, d->pol, err)) == NULL)
         return -1;
     d->sighup = evsignal_new(d->base, SIGHUP, on_sighup, d);
@@ -217,6 +208,7 @@ daemon_stop(struct daemon *d)
 {
     control_free(d->control);
     proxy_free(d->proxy);
+    daemon_device_stop(d);
     approvals_free(d->approvals);
     if (d->audit != NULL)
         audit_close(d->audit);

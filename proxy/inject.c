@@ -83,7 +83,7 @@ inject_free(struct proxy *px)
 }
 
 void
-inject_config(const struct policy *p, struct hsm_config *cfg)
+proxy_vault_config(const struct policy *p, struct hsm_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->backend = p->vault.backend == POLICY_BACKEND_TPM2 ? HSM_BACKEND_TPM2 : HSM_BACKEND_PKCS11;
@@ -113,7 +113,7 @@ inject_vault(struct proxy *px, const struct policy *p, struct err *err)
         err_set(err, ERR_TOKEN, "token unavailable (retrying shortly)");
         return NULL;
     }
-    inject_config(p, &cfg);
+    proxy_vault_config(p, &cfg);
     if ((st->vault = vault_open(&cfg, p->vault.dir, err)) == NULL)
         st->retry_after_us = now + 250000;
     return st->vault;

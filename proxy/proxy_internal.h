@@ -158,7 +158,6 @@ void hold_cancel(struct conn *c);
 struct hsm_config;
 int inject_init(struct proxy *px);
 void inject_free(struct proxy *px);
-void inject_config(const struct policy *p, struct hsm_config *cfg);
 int inject_header(struct conn *c, struct evbuffer *out, struct err *err);
 
 /* tunnel.c */
