@@ -217,16 +217,19 @@ request_on_head_ready(struct conn *c)
     struct exchange *ex = &c->ex;
     struct policy_request pr;
     const char *why;
+    int target_ok;
 
     if (!c->fixed && strcmp(ex->method, "CONNECT") == 0) {
         connect_begin(c);
         return;
     }
+    /* The target is parsed first so that even a 407 is audited with host and path. */
+    target_ok = find_target(c, &why);
     if (!c->fixed && identify_agent(c) == -1) {
         conn_respond(c, 407, "auth-failed", "proxy authentication required");
         return;
     }
-    if (find_target(c, &why) == -1) {
+    if (target_ok == -1) {
         conn_respond(c, 400, "bad-request", why);
         return;
     }
