@@ -119,6 +119,25 @@ inject_vault(struct proxy *px, const struct policy *p, struct err *err)
     return st->vault;
 }
 
+/* Unseals an internal credential such as the CA key ("_ca"); the caller frees it. */
+int
+inject_unseal_named(struct proxy *px, const struct policy *p, const char *name,
+    struct secbuf **out, struct err *err)
+{
+    struct vault *v;
+
+    if ((v = inject_vault(px, p, err)) == NULL)
+        return -1;
+    if (vault_unseal(v, name, out, err) == -1) {
+        if (err->code == ERR_TOKEN) {
+            vault_close(px->inject->vault);
+            px->inject->vault = NULL;
+        }
+        return -1;
+    }
+    return 0;
+}
+
 static struct secbuf *
 unseal(struct proxy *px, const struct policy *p, const struct policy_credential *cred,
     struct err *err)

@@ -279,6 +279,8 @@ proxy_new(const struct proxy_deps *deps, struct policy *p, struct err *err)
         err_set(err, ERR_INTERNAL, "out of memory");
         goto fail;
     }
+    if (intercept_init(px, p, err) == -1)
+        goto fail;
     if (p->listen_http.enabled &&
         (px->http_listener = listen_on(px, &p->listen_http, http_accept_cb, err)) == NULL)
         goto fail;
@@ -358,6 +360,7 @@ proxy_free(struct proxy *px)
         evconnlistener_free(px->socks_listener);
     if (px->drain_timer != NULL)
         event_free(px->drain_timer);
+    intercept_free(px);
     inject_free(px);
     policy_unref(px->pol);
     free(px);

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "common/net.h"
+#include "common/secmem.h"
 #include "policy/policy.h"
 #include "proxy/http.h"
 #include "proxy/proxy.h"
@@ -108,10 +109,12 @@ struct conn {
 TAILQ_HEAD(conn_list, conn);
 
 struct inject_state;
+struct proxy_tls;
 
 struct proxy {
     struct proxy_deps deps;
     struct inject_state *inject;
+    struct proxy_tls *tls;      /* NULL: no TLS interception */
     struct policy *pol;
     struct evconnlistener *http_listener;
     struct evconnlistener *socks_listener;
@@ -159,6 +162,15 @@ struct hsm_config;
 int inject_init(struct proxy *px);
 void inject_free(struct proxy *px);
 int inject_header(struct conn *c, struct evbuffer *out, struct err *err);
+int inject_unseal_named(struct proxy *px, const struct policy *p, const char *name,
+    struct secbuf **out, struct err *err);
+
+/* intercept.c: TLS interception (a no-op build without the TLS toolkit) */
+int intercept_init(struct proxy *px, const struct policy *p, struct err *err);
+void intercept_free(struct proxy *px);
+int intercept_available(const struct proxy *px);
+void intercept_client(struct conn *c);
+void intercept_upstream(struct conn *c, struct bufferevent *up);
 
 /* tunnel.c */
 void tunnel_start(struct conn *c);

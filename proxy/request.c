@@ -162,8 +162,12 @@ try_head(struct conn *c)
         unsigned char first;
         evbuffer_copyout(in, &first, 1);
         c->first_request = 0;
+        if (first == 0x16 && intercept_available(c->px)) {
+            intercept_client(c);
+            return;
+        }
         if (first == 0x16) {
-            /* TLS inside the tunnel: interception is not built yet, so fail closed. */
+            /* TLS inside the tunnel and no interception: fail closed. */
             c->ex_active = 0;
             memset(&c->ex, 0, sizeof(c->ex));
             c->ex_active = 1;
@@ -173,7 +177,7 @@ try_head(struct conn *c)
             c->ex.port = c->port;
             c->ex.decision = "deny";
             conn_audit(c);
-            log_warn("%s: %s:%u needs TLS interception, which this build lacks", c->peer,
+            log_warn("%s: %s:%u needs TLS interception, which is off or has no CA", c->peer,
                 c->host, c->port);
             conn_free(c);
             return;
@@ -313,6 +317,12 @@ on_request_dialed(struct conn *c, struct bufferevent *up, const char *decision,
     if (up == NULL) {
         c->state = CS_HEAD;
         conn_respond(c, decision_status(decision), decision, detail);
+        return;
+    }
+    if (c->tls) {
+        util_strlcpy(c->up_host, c->ex.host, sizeof(c->up_host));
+        c->up_port = c->ex.port;
+        intercept_upstream(c, up);
         return;
     }
     c->up = up;

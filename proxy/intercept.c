@@ -1,0 +1,175 @@
+/*
+ * TLS interception for CONNECT and SOCKS5 streams that need per-request decisions: the
+ * client handshake is answered with a leaf certificate for the CONNECT host (SNI must
+ * match, else host-mismatch), and every upstream is a verified TLS connection to the
+ * checked address (SNI = host, chain and name checked against upstream_ca).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "proxy/proxy_internal.h"
+#include "proxy/tls.h"
+#include "vault/vault.h"
+
+struct proxy_tls {
+    struct tls_minter *minter;
+    SSL_CTX *client_ctx;
+    SSL_CTX *upstream_ctx;
+};
+
+static int
+ca_key_cb(void *arg, struct secbuf **key_der, struct err *err)
+{
+    struct proxy *px = arg;
+
+    return inject_unseal_named(px, px->pol, "_ca", key_der, err);
+}
+
+int
+intercept_init(struct proxy *px, const struct policy *p, struct err *err)
+{
+    struct proxy_tls *t;
+    char ca[4096];
+
+    if (!p->tls.intercept)
+        return 0;
+    snprintf(ca, sizeof(ca), "%s/ca.pem", p->state_dir);
+    if (access(ca, R_OK) != 0) {
+        log_warn("tls: %s missing (run airlock init): streams that need interception are denied",
+            ca);
+        return 0;
+    }
+    if ((t = calloc(1, sizeof(*t))) == NULL)
+        return err_set(err, ERR_INTERNAL, "out of memory");
+    px->tls = t;
+    if ((t->minter = tls_minter_new(ca, ca_key_cb, px, err)) == NULL ||
+        (t->client_ctx = tls_client_ctx_new(t->minter, err)) == NULL ||
+        (t->upstream_ctx = tls_upstream_ctx_new(p->tls.upstream_ca, err)) == NULL)
+        return -1;
+    log_info("tls: intercepting with the CA at %s", ca);
+    return 0;
+}
+
+void
+intercept_free(struct proxy *px)
+{
+    struct proxy_tls *t = px->tls;
+
+    if (t == NULL)
+        return;
+    SSL_CTX_free(t->client_ctx);
+    SSL_CTX_free(t->upstream_ctx);
+    tls_minter_free(t->minter);
+    free(t);
+    px->tls = NULL;
+}
+
+int
+intercept_available(const struct proxy *px)
+{
+    return px->tls != NULL;
+}
+
+static void
+client_handshake_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+
+    if (what & BEV_EVENT_CONNECTED) {
+        conn_clear_timer(c);
+        connect_established(c, POLICY_CONN_INSPECT);
+        c->first_request = 0;
+        return;
+    }
+    memset(&c->ex, 0, sizeof(c->ex));
+    c->ex_active = 1;
+    conn_new_id(c->ex.id);
+    c->ex.start_us = util_now_us();
+    util_strlcpy(c->ex.host, c->host, sizeof(c->ex.host));
+    c->ex.port = c->port;
+    c->ex.decision = tls_client_sni_mismatch(ssl) ? "host-mismatch" : "bad-request";
+    log_info("%s: tls handshake for %s failed: %s", c->peer, c->host, c->ex.decision);
+    conn_free(c);
+}
+
+/* The first byte on an inspected stream was a TLS record: terminate TLS here. */
+void
+intercept_client(struct conn *c)
+{
+    struct proxy_tls *t = c->px->tls;
+    struct bufferevent *f;
+    SSL *ssl;
+
+    if ((ssl = tls_client_ssl_new(t->client_ctx, c->host)) == NULL) {
+        conn_free(c);
+        return;
+    }
+    f = bufferevent_openssl_filter_new(c->px->deps.base, c->client, ssl,
+        BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (f == NULL) {
+        SSL_free(ssl);
+        conn_free(c);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
+    c->client = f;
+    c->tls = 1;
+    bufferevent_setcb(f, NULL, NULL, client_handshake_cb, c);
+    bufferevent_enable(f, EV_READ | EV_WRITE);
+    conn_set_timer(c, c->pol->header_timeout_ms);
+}
+
+static void
+upstream_handshake_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    char reason[256];
+
+    if (what & BEV_EVENT_CONNECTED) {
+        tls_upstream_session_save(c->px->tls->upstream_ctx, ssl, c->ex.host, c->ex.port);
+        util_strlcpy(c->up_host, c->ex.host, sizeof(c->up_host));
+        c->up_port = c->ex.port;
+        forward_start(c);
+        return;
+    }
+    tls_upstream_error(ssl, reason, sizeof(reason));
+    log_warn("%s: %s upstream tls %s:%u: %s", c->peer, c->ex.id, c->ex.host, c->ex.port, reason);
+    c->up = NULL;
+    bufferevent_free(bev);
+    c->state = CS_HEAD;
+    conn_respond(c, 502, "upstream-tls", "the upstream certificate did not verify");
+}
+
+/* Wraps a freshly dialed upstream in verified TLS; forward_start() runs after the handshake. */
+void
+intercept_upstream(struct conn *c, struct bufferevent *up)
+{
+    struct proxy_tls *t = c->px->tls;
+    struct bufferevent *f;
+    SSL *ssl;
+
+    if ((ssl = tls_upstream_ssl_new(t->upstream_ctx, c->ex.host, c->ex.port)) == NULL ||
+        (f = bufferevent_openssl_filter_new(c->px->deps.base, up, ssl,
+             BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+        if (ssl != NULL)
+            SSL_free(ssl);
+        bufferevent_free(up);
+        c->state = CS_HEAD;
+        conn_respond(c, 502, "upstream-tls", "cannot start TLS to the upstream");
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
+    c->up = f; /* owned by the connection from here, so conn_free() releases it */
+    bufferevent_setcb(f, NULL, NULL, upstream_handshake_cb, c);
+    bufferevent_enable(f, EV_READ | EV_WRITE);
+}
