@@ -560,6 +560,32 @@ def eq(got, want, what):
 _tests = []
 
 
+class Skip(Exception):
+    """Raised by a test that cannot run here (printed as SKIP, counted apart)."""
+
+
+def isolate_network():
+    """Re-executes this test in a fresh network namespace that has only loopback, so
+    that even a broken proxy that dials a private or link-local address sends nothing
+    off this machine (ENETUNREACH at once). Returns True once isolated, False when
+    namespaces are unavailable (the caller then skips the cases that need isolation)."""
+    if os.environ.get("AIRLOCK_NETNS") == "1":
+        return True
+    if not (shutil.which("unshare") and shutil.which("ip")):
+        return False
+    for extra in ([], ["--map-root-user"]):
+        probe = subprocess.run(["unshare", "--net"] + extra + ["--", "ip", "link", "set",
+                                                               "lo", "up"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if probe.returncode == 0:
+            env = dict(os.environ, AIRLOCK_NETNS="1")
+            sys.stdout.flush()
+            os.execvpe("unshare", ["unshare", "--net"] + extra + [
+                "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
+                sys.executable, os.path.abspath(sys.argv[0])] + sys.argv[1:], env)
+    return False
+
+
 def test(fn):
     """Registers a test; tests run in file order. A test takes no argument, or one:
     the object the fixture passed to run() yields."""
@@ -570,10 +596,10 @@ def test(fn):
 def run(fixture=None):
     """Runs the registered tests; prints PASS/FAIL lines and "N passed, M failed";
     exits 1 when anything failed. fixture: a context-manager factory shared by all."""
-    passed = failed = 0
+    passed = failed = skipped = 0
 
     def one(fn, ctx):
-        nonlocal passed, failed
+        nonlocal passed, failed, skipped
         t0 = time.monotonic()
         try:
             if fn.__code__.co_argcount:
@@ -582,6 +608,9 @@ def run(fixture=None):
                 fn()
             passed += 1
             print("PASS %s (%.2fs)" % (fn.__name__, time.monotonic() - t0), flush=True)
+        except Skip as e:
+            skipped += 1
+            print("SKIP %s: %s" % (fn.__name__, e), flush=True)
         except Exception as e:  # noqa: BLE001 - report every failure, keep going
             failed += 1
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -610,5 +639,6 @@ def run(fixture=None):
         else:
             print("FAIL teardown: %s" % why)  # e.g. a sanitizer report at exit
             failed += 1
-    print("%d passed, %d failed" % (passed, failed), flush=True)
+    print("%d passed, %d failed%s" % (passed, failed, ", %d skipped" % skipped if skipped
+                                      else ""), flush=True)
     sys.exit(1 if failed else 0)

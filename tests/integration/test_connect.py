@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""CONNECT end to end: HTTPS from real curl through an airlockd blind tunnel to a TLS
+origin using the test PKI (curl verifies the origin's own certificate, so the bytes were
+not touched); denied and rule-less CONNECTs get 403 and never dial the target; audit
+records say via "connect".
+"""
+
+import contextlib
+import os
+
+import harness as h
+from harness import check, eq, test
+
+CA = os.path.join(h.TLS_DIR, "ca.pem")
+TLS = (os.path.join(h.TLS_DIR, "server.pem"), os.path.join(h.TLS_DIR, "server.key"))
+S = {}
+
+
+@contextlib.contextmanager
+def fixture():
+    with h.Origin(tls=TLS) as tls_o, h.Origin() as plain_o, h.CountingListener() as trap:
+        S.update(tls=tls_o, plain=plain_o, trap=trap)
+        rules = [
+            h.rule("tls-api", ports=[tls_o.port], action="allow"),
+            h.rule("plain-api", ports=[plain_o.port], action="allow"),
+            h.rule("trap-deny", host="denied.example.test", ports=[trap.port], action="deny"),
+        ]
+        cfg = h.base_config(rules, resolve={"api.example.test": "127.0.0.1",
+                                            "denied.example.test": "127.0.0.1"})
+        with h.Daemon(cfg) as d:
+            yield d
+
+
+def https(path, port=None):
+    return "https://api.example.test:%d%s" % (port or S["tls"].port, path)
+
+
+def connect_raw(d, target, auth=True):
+    """CONNECT target on a raw socket; returns (status, headers)."""
+    req = "CONNECT %s HTTP/1.1\r\nHost: %s\r\n" % (target, target)
+    if auth:
+        req += "Proxy-Authorization: %s\r\n" % h.basic_auth()
+    status, hdrs, _, _ = h.raw_http(d.http_port, (req + "\r\n").encode())
+    return status, hdrs
+
+
+@test
+def https_through_blind_tunnel(d):
+    n0, seen = len(d.audit_records()), len(S["tls"].requests)
+    r = h.curl(https("/secure/path?q=1"), proxy=d.proxy_url(), args=["--cacert", CA])
+    eq(r.rc, 0, "curl exit (%s)" % r.stderr)
+    eq(r.blocks[0][0], 200, "CONNECT reply status")
+    eq(r.status, 200, "origin status")
+    echo = r.json()
+    eq(echo["path"], "/secure/path", "path at TLS origin")
+    eq(echo["query"], "q=1", "query at TLS origin")
+    eq(len(S["tls"].requests), seen + 1, "requests at TLS origin")
+    recs = d.wait_audit(n0 + 1)
+    check(len(recs) > n0, "no audit record for the tunnel")
+    rec = recs[n0]
+    eq(rec.get("via"), "connect", "audit via")
+    eq(rec.get("host"), "api.example.test", "audit host")
+    eq(rec.get("port"), S["tls"].port, "audit port")
+    eq(rec.get("agent"), "ci-bot", "audit agent")
+    eq(rec.get("rule"), "tls-api", "audit rule")
+    eq(rec.get("decision"), "allow", "audit decision")
+    check("q=1" not in repr(rec), "query string in a tunnel audit record", rec)
+
+
+@test
+def tunnel_carries_bulk_both_ways(d):
+    body = os.urandom(2 * 1024 * 1024 + 3)
+    r = h.curl(https("/up"), proxy=d.proxy_url(), args=["--cacert", CA], data=body,
+               timeout=20)
+    eq(r.status, 200, "status (%s)" % r.stderr)
+    eq(r.json()["body_sha256"], h.sha256_hex(body), "upload sha256 at origin")
+    r = h.curl(https("/bytes/8000000"), proxy=d.proxy_url(), args=["--cacert", CA],
+               timeout=20)
+    eq(r.status, 200, "status (%s)" % r.stderr)
+    eq(h.sha256_hex(r.body), h.sha256_hex(h.pattern_bytes(8000000)), "download sha256")
+
+
+@test
+def keep_alive_inside_tunnel(d):
+    seen = len(S["tls"].requests)
+    r = h.curl(https("/k1"), proxy=d.proxy_url(), args=["--cacert", CA],
+               write_out="%{num_connects}\n", extra_urls=[https("/k2")])
+    eq(r.rc, 0, "curl exit (%s)" % r.stderr)
+    eq(r.write_out.split(), ["1", "0"], "connections (num_connects)")
+    conns = {q["conn"] for q in S["tls"].requests[seen:]}
+    eq(len(conns), 1, "origin connections for two requests in one tunnel")
+
+
+@test
+def plain_http_over_connect_tunnel(d):
+    r = h.curl("http://api.example.test:%d/tunnelled" % S["plain"].port,
+               proxy=d.proxy_url(), args=["--proxytunnel"])
+    eq(r.rc, 0, "curl exit (%s)" % r.stderr)
+    eq(r.blocks[0][0], 200, "CONNECT reply")
+    eq(r.json()["path"], "/tunnelled", "path at origin")
+
+
+@test
+def denied_connect_is_403_and_never_dials(d):
+    n0 = len(d.audit_records())
+    trap = S["trap"]
+    status, hdrs = connect_raw(d, "denied.example.test:%d" % trap.port)
+    eq(status, 403, "status")
+    eq(hdrs.get("x-airlock-decision"), "deny", "X-Airlock-Decision")
+    eq(hdrs.get("x-airlock-rule"), "trap-deny", "X-Airlock-Rule")
+    r = h.curl("https://denied.example.test:%d/" % trap.port, proxy=d.proxy_url(),
+               args=["--cacert", CA])
+    check(r.rc != 0, "curl succeeded through a denied CONNECT", r)
+    eq(trap.accepts, 0, "connections the proxy made to the denied target")
+    recs = d.wait_audit(n0 + 2)
+    check(len(recs) >= n0 + 2, "denied CONNECTs not audited", recs[n0:])
+    for rec in recs[n0:n0 + 2]:
+        eq(rec.get("via"), "connect", "audit via")
+        eq(rec.get("decision"), "deny", "audit decision")
+        eq(rec.get("rule"), "trap-deny", "audit rule")
+        eq(rec.get("host"), "denied.example.test", "audit host")
+        eq(rec.get("port"), trap.port, "audit port")
+        eq(rec.get("status"), 403, "audit status")
+
+
+@test
+def connect_without_rule_is_403_no_rule(d):
+    n0 = len(d.audit_records())
+    trap = S["trap"]
+    # api.example.test has rules, but none for the trap's port.
+    status, hdrs = connect_raw(d, "api.example.test:%d" % trap.port)
+    eq(status, 403, "status")
+    eq(hdrs.get("x-airlock-decision"), "no-rule", "X-Airlock-Decision")
+    status, hdrs = connect_raw(d, "unknown.example.test:443")
+    eq(status, 403, "status (unknown host)")
+    eq(hdrs.get("x-airlock-decision"), "no-rule", "X-Airlock-Decision (unknown host)")
+    eq(trap.accepts, 0, "connections to the trap")
+    recs = d.wait_audit(n0 + 2)
+    eq([x.get("decision") for x in recs[n0:n0 + 2]], ["no-rule", "no-rule"], "decisions")
+
+
+@test
+def connect_needs_credentials(d):
+    status, hdrs = connect_raw(d, "api.example.test:%d" % S["tls"].port, auth=False)
+    eq(status, 407, "status")
+    eq(hdrs.get("proxy-authenticate"), 'Basic realm="airlock"', "Proxy-Authenticate")
+    r = h.curl(https("/"), proxy=d.proxy_url(password="wrong"), args=["--cacert", CA])
+    eq(r.blocks[0][0] if r.blocks else 0, 407, "CONNECT status with a wrong password")
+
+
+if __name__ == "__main__":
+    h.run(fixture)

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""HTTP proxy (absolute-form) end to end: real curl -> airlockd -> real origin on
+127.0.0.1. Covers allow with bodies (Content-Length and chunked), keep-alive, no-rule,
+deny rules, proxy authentication (407), header hygiene towards the origin, the audit
+record of every decision, and the interim 503 vault-unavailable for inject rules.
+"""
+
+import contextlib
+import os
+import re
+
+import harness as h
+from harness import check, eq, test
+
+ORIGIN = None
+ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{6}$")
+TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@contextlib.contextmanager
+def fixture():
+    global ORIGIN
+    with h.Origin() as o:
+        ORIGIN = o
+        p = o.port
+        rules = [
+            h.rule("no-admin", ports=[p], path="/admin/*", action="deny"),
+            h.rule("api", ports=[p], action="allow"),
+            h.rule("blocked", host="blocked.example.test", ports=[p], action="deny"),
+        ]
+        cfg = h.base_config(rules, resolve={"api.example.test": "127.0.0.1",
+                                            "blocked.example.test": "127.0.0.1"})
+        with h.Daemon(cfg) as d:
+            yield d
+
+
+def url(path, host="api.example.test"):
+    return "http://%s:%d%s" % (host, ORIGIN.port, path)
+
+
+def audit_after(d, n0, k=1):
+    recs = d.wait_audit(n0 + k)
+    check(len(recs) >= n0 + k, "expected %d new audit records" % k, recs[n0:])
+    return recs[n0:]
+
+
+def check_record(rec, **want):
+    for key in ("ts", "id", "agent", "via", "host", "port", "method", "path", "rule",
+                "decision", "status", "prev"):
+        check(key in rec, "audit record lacks %r" % key, rec)
+    check(TS_RE.match(rec["ts"]), "ts not RFC 3339 UTC with ms", rec["ts"])
+    check(ID_RE.match(rec["id"]), "id not 6 Crockford base32 chars", rec["id"])
+    check(re.match(r"^[0-9a-f]{64}$", rec["prev"]), "prev not sha256 hex", rec["prev"])
+    for k, v in want.items():
+        eq(rec.get(k), v, "audit %s" % k)
+    text = repr(rec)
+    check(h.TOKEN not in text, "agent token leaked into the audit log")
+    check("?" not in rec["path"], "query string leaked into the audit path", rec["path"])
+
+
+def no_rule_name(rec):
+    return rec.get("rule") in (None, "", "-")
+
+
+@test
+def allowed_get_returns_origin_body(d):
+    n0, seen = len(d.audit_records()), len(ORIGIN.requests)
+    r = h.curl(url("/hello/world?x=1&secret=s"), proxy=d.proxy_url())
+    eq(r.rc, 0, "curl exit (%s)" % r.stderr)
+    eq(r.status, 200, "status")
+    echo = r.json()
+    eq(echo["method"], "GET", "method at origin")
+    eq(echo["path"], "/hello/world", "path at origin")
+    eq(echo["query"], "x=1&secret=s", "query at origin")
+    reqs = ORIGIN.requests[seen:]
+    eq(len(reqs), 1, "requests at origin")
+    eq(reqs[0]["target"], "/hello/world?x=1&secret=s", "origin-form target sent upstream")
+    hosts = [v for k, v in reqs[0]["headers"] if k.lower() == "host"]
+    eq(hosts, ["api.example.test:%d" % ORIGIN.port], "Host header at origin")
+    rec = audit_after(d, n0)[0]
+    check_record(rec, agent="ci-bot", via="http", host="api.example.test", port=ORIGIN.port,
+                 method="GET", path="/hello/world", rule="api", decision="allow",
+                 status=200)
+    check("secret=s" not in repr(rec), "query leaked into audit")
+
+
+@test
+def post_content_length_body_intact(d):
+    body = os.urandom(300 * 1024)
+    r = h.curl(url("/upload"), proxy=d.proxy_url(), data=body,
+               headers=["Content-Type: application/octet-stream"])
+    eq(r.status, 200, "status (%s)" % r.stderr)
+    echo = r.json()
+    eq(echo["method"], "POST", "method")
+    eq(echo["body_len"], len(body), "body length at origin")
+    eq(echo["body_sha256"], h.sha256_hex(body), "body sha256 at origin")
+
+
+@test
+def post_chunked_body_intact(d):
+    body = os.urandom(200 * 1024 + 17)
+    r = h.curl(url("/upload-chunked"), proxy=d.proxy_url(), data=body,
+               headers=["Transfer-Encoding: chunked", "Content-Type: application/x-bin"])
+    eq(r.status, 200, "status (%s)" % r.stderr)
+    echo = r.json()
+    eq(echo["body_len"], len(body), "body length at origin")
+    eq(echo["body_sha256"], h.sha256_hex(body), "body sha256 at origin")
+
+
+@test
+def large_and_chunked_responses_intact(d):
+    r = h.curl(url("/bytes/3000000"), proxy=d.proxy_url(), timeout=20)
+    eq(r.status, 200, "status (%s)" % r.stderr)
+    eq(h.sha256_hex(r.body), h.sha256_hex(h.pattern_bytes(3000000)), "bytes body sha256")
+    r = h.curl(url("/chunked/100001"), proxy=d.proxy_url())
+    eq(r.status, 200, "status (%s)" % r.stderr)
+    eq(r.body, h.pattern_bytes(100001), "chunked body")
+    r = h.curl(url("/status/404"), proxy=d.proxy_url())
+    eq(r.status, 404, "origin status passed through")
+
+
+@test
+def keep_alive_reuses_proxy_connection(d):
+    seen = len(ORIGIN.requests)
+    r = h.curl(url("/ka/1"), proxy=d.proxy_url(), write_out="%{num_connects}\n",
+               extra_urls=[url("/ka/2"), url("/ka/3")])
+    eq(r.rc, 0, "curl exit (%s)" % r.stderr)
+    eq(r.write_out.split(), ["1", "0", "0"], "new connections per URL (num_connects)")
+    paths = [q["path"] for q in ORIGIN.requests[seen:]]
+    eq(paths, ["/ka/1", "/ka/2", "/ka/3"], "requests at origin")
+
+
+@test
+def host_without_rule_is_403_no_rule(d):
+    n0, seen = len(d.audit_records()), len(ORIGIN.requests)
+    r = h.curl("http://nowhere.example.test:%d/x" % ORIGIN.port, proxy=d.proxy_url())
+    eq(r.status, 403, "status")
+    eq(r.headers.get("x-airlock-decision"), "no-rule", "X-Airlock-Decision")
+    check("x-airlock-rule" not in r.headers, "no rule decided, yet X-Airlock-Rule", r.headers)
+    check(r.body.strip() and b"\n" not in r.body.strip(), "body is one line of text", r.body)
+    eq(len(ORIGIN.requests), seen, "origin requests")
+    rec = audit_after(d, n0)[0]
+    check_record(rec, via="http", host="nowhere.example.test", decision="no-rule", status=403,
+                 method="GET", path="/x")
+    check(no_rule_name(rec), "no-rule record names a rule", rec)
+
+
+@test
+def deny_rule_is_403_with_rule_name(d):
+    n0, seen = len(d.audit_records()), len(ORIGIN.requests)
+    r = h.curl(url("/admin/users?id=1"), proxy=d.proxy_url())
+    eq(r.status, 403, "status")
+    eq(r.headers.get("x-airlock-decision"), "deny", "X-Airlock-Decision")
+    eq(r.headers.get("x-airlock-rule"), "no-admin", "X-Airlock-Rule")
+    r2 = h.curl(url("/", host="blocked.example.test"), proxy=d.proxy_url())
+    eq(r2.status, 403, "status (host rule)")
+    eq(r2.headers.get("x-airlock-decision"), "deny", "X-Airlock-Decision (host rule)")
+    eq(r2.headers.get("x-airlock-rule"), "blocked", "X-Airlock-Rule (host rule)")
+    eq(len(ORIGIN.requests), seen, "origin requests")
+    recs = audit_after(d, n0, 2)
+    check_record(recs[0], agent="ci-bot", via="http", host="api.example.test",
+                 port=ORIGIN.port, method="GET", path="/admin/users", rule="no-admin",
+                 decision="deny", status=403)
+    check_record(recs[1], host="blocked.example.test", rule="blocked", decision="deny",
+                 status=403)
+
+
+@test
+def bad_or_missing_credentials_are_407(d):
+    n0, seen = len(d.audit_records()), len(ORIGIN.requests)
+    cases = [("wrong password", d.proxy_url(password="not-the-token")),
+             ("unknown agent", d.proxy_url(user="intruder")),
+             ("no credentials", d.proxy_url(user=None))]
+    for what, proxy in cases:
+        r = h.curl(url("/auth"), proxy=proxy)
+        eq(r.status, 407, "status (%s)" % what)
+        eq(r.headers.get("proxy-authenticate"), 'Basic realm="airlock"',
+           "Proxy-Authenticate (%s)" % what)
+    eq(len(ORIGIN.requests), seen, "origin requests")
+    recs = audit_after(d, n0, 3)
+    for rec in recs[:3]:
+        check_record(rec, via="http", decision="auth-failed", status=407)
+
+
+@test
+def proxy_and_hop_by_hop_headers_never_reach_origin(d):
+    seen = len(ORIGIN.requests)
+    r = h.curl(url("/headers"), proxy=d.proxy_url(),
+               headers=["Connection: keep-alive, X-Hop", "X-Hop: drop-me",
+                        "Proxy-Foo: bar", "X-Keep: kept"])
+    eq(r.status, 200, "status (%s)" % r.stderr)
+    got = ORIGIN.requests[seen:][0]["headers"]
+    names = [k.lower() for k, _ in got]
+    for bad in ("proxy-authorization", "proxy-connection", "proxy-foo", "x-hop"):
+        check(bad not in names, "%s reached the origin" % bad, got)
+    check(not any(h.TOKEN in v for _, v in got), "agent token reached the origin", got)
+    check(["X-Keep", "kept"] in got or ["x-keep", "kept"] in got, "end-to-end header lost",
+          got)
+
+
+@test
+def inject_without_vault_is_503_vault_unavailable():
+    # Own daemon: a credential needs a vault section; this one points at a PKCS#11
+    # module that does not exist, so the token is unavailable (SPEC section 4 and 10).
+    with h.Origin() as o:
+        cfg = h.base_config([h.rule("gh", ports=[o.port], action="inject",
+                                    credential="github", allow_cleartext=True)])
+        cfg["vault"] = {"backend": "pkcs11", "dir": "vault",
+                        "pkcs11": {"module": "/nonexistent/airlock-test-no-module.so",
+                                   "token": "pkcs11:token=airlock-none",
+                                   "pin": "env:AIRLOCK_TEST_UNSET_PIN",
+                                   "key_label": "airlock-vault"}}
+        cfg["credentials"] = {"github": {"header": "Authorization",
+                                         "format": "Bearer {secret}"}}
+        with h.Daemon(cfg) as d:
+            r = h.curl("http://api.example.test:%d/repos" % o.port, proxy=d.proxy_url())
+            eq(r.status, 503, "status (%s)" % r.body)
+            eq(r.headers.get("x-airlock-decision"), "vault-unavailable", "decision")
+            eq(r.headers.get("x-airlock-rule"), "gh", "rule")
+            eq(len(o.requests), 0, "requests at origin (never forward without the credential)")
+            check(d.alive(), "daemon died")
+            r = h.curl("http://api.example.test:%d/repos" % o.port, proxy=d.proxy_url())
+            eq(r.status, 503, "status on retry")
+            rec = audit_after(d, 0, 2)[0]
+            check_record(rec, via="http", rule="gh", decision="vault-unavailable",
+                         status=503)
+            eq(d.stop(), 0, "exit status")
+
+
+@test
+def every_decision_is_audited_in_order(d):
+    recs = d.audit_records()
+    check(len(recs) >= 10, "too few audit records", len(recs))
+    ids = [x["id"] for x in recs]
+    eq(len(set(ids)), len(ids), "audit ids unique")
+    for x in recs:
+        check_record(x)
+
+
+if __name__ == "__main__":
+    h.run(fixture)

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""SOCKS5 (RFC 1928/1929) end to end: real curl --socks5-hostname with username/password
+through airlockd to real origins (plain and TLS), then raw sockets for every reply code
+the contract names: 0x02 denied, 0x05 refused, 0x07 command, 0x08 address type, auth
+status 0x01, method 0xFF. Denied targets are never dialled.
+"""
+
+import contextlib
+import os
+import socket
+import struct
+
+import harness as h
+from harness import check, eq, test
+
+CA = os.path.join(h.TLS_DIR, "ca.pem")
+TLS = (os.path.join(h.TLS_DIR, "server.pem"), os.path.join(h.TLS_DIR, "server.key"))
+S = {}
+
+
+@contextlib.contextmanager
+def fixture():
+    with h.Origin() as o, h.Origin(tls=TLS) as tls_o, h.CountingListener() as trap:
+        closed = h.free_port()  # nothing listens here: connection refused
+        S.update(origin=o, tls=tls_o, trap=trap, closed=closed)
+        rules = [
+            h.rule("api", ports=[o.port, tls_o.port, closed], action="allow"),
+            h.rule("trap-deny", host="denied.example.test", ports=[trap.port],
+                   action="deny"),
+        ]
+        cfg = h.base_config(rules, resolve={"api.example.test": "127.0.0.1",
+                                            "denied.example.test": "127.0.0.1"})
+        with h.Daemon(cfg) as d:
+            yield d
+
+
+def socks(d):
+    return "127.0.0.1:%d" % d.socks_port
+
+
+def creds(password=h.TOKEN):
+    return "%s:%s" % (h.AGENT, password)
+
+
+# --- raw SOCKS5 ---------------------------------------------------------------------
+def recv_n(s, n, timeout=5.0):
+    s.settimeout(timeout)
+    data = b""
+    while len(data) < n:
+        try:
+            chunk = s.recv(n - len(data))
+        except (socket.timeout, OSError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def open_socks(d, methods=b"\x02"):
+    s = socket.create_connection(("127.0.0.1", d.socks_port), timeout=5)
+    s.sendall(b"\x05" + bytes([len(methods)]) + methods)
+    return s, recv_n(s, 2)
+
+
+def authenticate(s, user=h.AGENT, password=h.TOKEN):
+    u, p = user.encode(), password.encode()
+    s.sendall(b"\x01" + bytes([len(u)]) + u + bytes([len(p)]) + p)
+    return recv_n(s, 2)
+
+
+def request(s, cmd=1, atyp=3, host="api.example.test", port=80, addr=None):
+    if addr is None:
+        hb = host.encode()
+        addr = bytes([len(hb)]) + hb
+    s.sendall(bytes([5, cmd, 0, atyp]) + addr + struct.pack(">H", port))
+    return recv_n(s, 2)  # VER REP; the rest (BND.ADDR) is not needed here
+
+
+def socks_reply(d, **kw):
+    s, greet = open_socks(d)
+    with s:
+        eq(greet, b"\x05\x02", "method selection")
+        eq(authenticate(s), b"\x01\x00", "auth status")
+        return request(s, **kw)
+
+
+# --- through curl ---------------------------------------------------------------------
+@test
+def curl_allowed_http(d):
+    n0, seen = len(d.audit_records()), len(S["origin"].requests)
+    r = h.curl("http://api.example.test:%d/socks/path?q=2" % S["origin"].port,
+               socks5=socks(d), proxy_user=creds())
+    eq(r.rc, 0, "curl exit (%s)" % r.stderr)
+    eq(r.status, 200, "status")
+    eq(r.json()["path"], "/socks/path", "path at origin")
+    eq(len(S["origin"].requests), seen + 1, "requests at origin")
+    recs = d.wait_audit(n0 + 1)
+    check(len(recs) > n0, "no audit record")
+    rec = recs[n0]
+    eq(rec.get("via"), "socks5", "audit via")
+    eq(rec.get("host"), "api.example.test", "audit host")
+    eq(rec.get("port"), S["origin"].port, "audit port")
+    eq(rec.get("agent"), "ci-bot", "audit agent")
+    eq(rec.get("rule"), "api", "audit rule")
+    eq(rec.get("decision"), "allow", "audit decision")
+
+
+@test
+def curl_allowed_https_and_keep_alive(d):
+    seen = len(S["tls"].requests)
+    u = "https://api.example.test:%d" % S["tls"].port
+    r = h.curl(u + "/one", socks5=socks(d), proxy_user=creds(), args=["--cacert", CA],
+               write_out="%{num_connects}\n", extra_urls=[u + "/two"])
+    eq(r.rc, 0, "curl exit (%s)" % r.stderr)
+    eq(r.write_out.split(), ["1", "0"], "connections (num_connects)")
+    eq([q["path"] for q in S["tls"].requests[seen:]], ["/one", "/two"], "TLS origin paths")
+
+
+@test
+def curl_denied_and_wrong_password(d):
+    seen = len(S["origin"].requests)
+    r = h.curl("http://denied.example.test:%d/" % S["trap"].port, socks5=socks(d),
+               proxy_user=creds())
+    check(r.rc != 0 and r.status == 0, "curl got through a denied SOCKS5 target", r)
+    r = h.curl("http://api.example.test:%d/" % S["origin"].port, socks5=socks(d),
+               proxy_user=creds("wrong"))
+    check(r.rc != 0 and r.status == 0, "curl got through with a wrong password", r)
+    eq(len(S["origin"].requests), seen, "requests at origin")
+    eq(S["trap"].accepts, 0, "connections to the denied target")
+
+
+# --- raw reply codes ------------------------------------------------------------------
+@test
+def denied_host_reply_0x02(d):
+    n0 = len(d.audit_records())
+    eq(socks_reply(d, host="denied.example.test", port=S["trap"].port), b"\x05\x02",
+       "reply for a deny rule")
+    eq(socks_reply(d, host="unknown.example.test", port=443), b"\x05\x02",
+       "reply for a host without rule")
+    eq(S["trap"].accepts, 0, "connections to the denied target")
+    recs = d.wait_audit(n0 + 2)
+    eq([(x.get("via"), x.get("decision")) for x in recs[n0:n0 + 2]],
+       [("socks5", "deny"), ("socks5", "no-rule")], "audit via/decision")
+    eq(recs[n0].get("rule"), "trap-deny", "audit rule")
+
+
+@test
+def refused_port_reply_0x05(d):
+    eq(socks_reply(d, host="api.example.test", port=S["closed"]), b"\x05\x05",
+       "reply when nothing listens")
+
+
+@test
+def success_then_data_flows(d):
+    s, greet = open_socks(d)
+    with s:
+        eq(greet, b"\x05\x02", "method")
+        eq(authenticate(s), b"\x01\x00", "auth")
+        eq(request(s, host="api.example.test", port=S["origin"].port), b"\x05\x00", "reply")
+        rest = recv_n(s, 2)  # RSV ATYP
+        eq(len(rest), 2, "reply header")
+        alen = {1: 4, 4: 16}.get(rest[1])
+        if alen is None:
+            alen = recv_n(s, 1)[0]
+        eq(len(recv_n(s, alen + 2)), alen + 2, "BND.ADDR + BND.PORT")
+        s.sendall(b"GET /raw-socks HTTP/1.1\r\nHost: api.example.test\r\n"
+                  b"Connection: close\r\n\r\n")
+        status, _, body, _ = h.read_http_response(s)
+        eq(status, 200, "status over the SOCKS5 stream")
+        check(b"/raw-socks" in body, "echo body", body)
+
+
+@test
+def bind_and_udp_reply_0x07(d):
+    eq(socks_reply(d, cmd=2, host="api.example.test", port=S["origin"].port), b"\x05\x07",
+       "BIND")
+    eq(socks_reply(d, cmd=3, host="api.example.test", port=S["origin"].port), b"\x05\x07",
+       "UDP ASSOCIATE")
+
+
+@test
+def unknown_atyp_reply_0x08(d):
+    eq(socks_reply(d, atyp=5, addr=b"\x7f\x00\x00\x01", port=S["origin"].port), b"\x05\x08",
+       "ATYP 0x05")
+
+
+@test
+def wrong_password_auth_status_0x01(d):
+    n0 = len(d.audit_records())
+    for user, pw in ((h.AGENT, "wrong"), ("nobody", h.TOKEN), (h.AGENT, "")):
+        s, greet = open_socks(d)
+        with s:
+            eq(greet, b"\x05\x02", "method")
+            st = authenticate(s, user, pw)
+            eq(st[:1], b"\x01", "auth reply version")
+            check(len(st) == 2 and st[1] != 0, "auth accepted a bad password", user, pw, st)
+            # After a failed auth the server must close; no request is served.
+            try:
+                s.sendall(b"\x05\x01\x00\x03\x10api.example.test" + struct.pack(">H", 80))
+            except OSError:
+                pass  # already closed: what we want
+            eq(h.recv_all(s, 2.0), b"", "bytes after a failed auth")
+    recs = d.wait_audit(n0 + 1)
+    check(any(x.get("decision") == "auth-failed" and x.get("via") == "socks5"
+              for x in recs[n0:]), "auth failure not audited", recs[n0:])
+
+
+@test
+def no_acceptable_method_0xff(d):
+    for methods in (b"\x00", b"\x00\x01", b"\x80"):
+        s, greet = open_socks(d, methods)
+        with s:
+            eq(greet, b"\x05\xff", "method reply for %r" % methods)
+            eq(h.recv_all(s, 2.0), b"", "server closes after 0xFF")
+
+
+@test
+def daemon_survives_garbage(d):
+    for junk in (b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00", b"\x05\x00", b"\x05\xff" + b"A" * 300,
+                 b"GET / HTTP/1.1\r\n\r\n", b"\x05"):
+        with socket.create_connection(("127.0.0.1", d.socks_port), timeout=5) as s:
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            h.recv_all(s, 2.0)
+    check(d.alive(), "daemon died on garbage")
+    eq(socks_reply(d, host="api.example.test", port=S["closed"]), b"\x05\x05",
+       "still serving")
+
+
+if __name__ == "__main__":
+    h.run(fixture)
