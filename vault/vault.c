@@ -1,0 +1,295 @@
+/*
+ * The vault: files DIR/NAME.sealed (format in blob.c) sealed and unsealed through the
+ * hsm token layer. Files are written atomically with mode 0600; reads are bounded by the
+ * largest valid blob. Token errors pass through unchanged (callers map ERR_TOKEN to
+ * "vault-unavailable"); a corrupt file is reported as "vault: NAME: ...".
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "vault/vault.h"
+
+#define VAULT_FILE_MAX (32 + VAULT_NAME_MAX + VAULT_DATA_MAX) /* header + name + data */
+#define VAULT_MAX_ENTRIES 4096 /* files listed; a vault this large is a mistake */
+#define VAULT_AAD_MAX (6 + VAULT_NAME_MAX)
+#define VAULT_SUFFIX ".sealed"
+
+struct vault {
+    struct hsm *hsm;
+    char *dir;
+};
+
+/* mkdir -p with mode 0700 for the components it creates. */
+static int
+vault_mkdir(const char *dir, struct err *err)
+{
+    char path[4096];
+    size_t i, n = util_strlcpy(path, dir, sizeof(path));
+
+    if (n >= sizeof(path))
+        return err_set(err, ERR_USAGE, "vault: directory path too long");
+    for (i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        path[i] = '\0';
+        if (mkdir(path, 0700) == -1 && errno != EEXIST)
+            return err_set(err, ERR_IO, "vault: mkdir %s: %s", path, strerror(errno));
+        if (i < n)
+            path[i] = '/';
+    }
+    return 0;
+}
+
+static int
+vault_path(const struct vault *v, const char *name, char *out, size_t outlen, struct err *err)
+{
+    if (!vault_name_valid(name))
+        return err_set(err, ERR_USAGE,
+            "vault: bad credential name \"%.64s\" (letters, digits, '_' and '-', 1-64)",
+            name != NULL ? name : "");
+    if ((size_t)snprintf(out, outlen, "%s/%s%s", v->dir, name, VAULT_SUFFIX) >= outlen)
+        return err_set(err, ERR_USAGE, "vault: path too long for %s", name);
+    return 0;
+}
+
+struct vault *
+vault_open(const struct hsm_config *cfg, const char *dir, struct err *err)
+{
+    struct vault *v;
+
+    if (dir == NULL || *dir == '\0') {
+        err_set(err, ERR_USAGE, "vault: no directory configured");
+        return NULL;
+    }
+    if (vault_mkdir(dir, err) == -1)
+        return NULL;
+    if ((v = calloc(1, sizeof(*v))) == NULL || (v->dir = strdup(dir)) == NULL) {
+        free(v);
+        err_set(err, ERR_INTERNAL, "vault: out of memory");
+        return NULL;
+    }
+    if ((v->hsm = hsm_open(cfg, err)) == NULL) {
+        vault_close(v);
+        return NULL;
+    }
+    return v;
+}
+
+void
+vault_close(struct vault *v)
+{
+    if (v == NULL)
+        return;
+    hsm_close(v->hsm);
+    free(v->dir);
+    free(v);
+}
+
+int
+vault_init(struct vault *v, struct err *err)
+{
+    return hsm_init(v->hsm, err);
+}
+
+int
+vault_health(struct vault *v, struct err *err)
+{
+    return hsm_health(v->hsm, err);
+}
+
+int
+vault_enroll(struct vault *v, const char *name, const unsigned char *secret, size_t len,
+    int replace, struct err *err)
+{
+    enum hsm_backend b = hsm_backend(v->hsm);
+    unsigned char aad[VAULT_AAD_MAX], *sealed = NULL, *file = NULL;
+    size_t aad_len, sealed_len, file_len;
+    char path[4096];
+    struct stat st;
+    int rc = -1;
+
+    if (vault_path(v, name, path, sizeof(path), err) == -1)
+        return -1;
+    if (len == 0 || secret == NULL)
+        return err_set(err, ERR_USAGE, "vault: %s: empty secret", name);
+    if (len > VAULT_SECRET_MAX)
+        return err_set(err, ERR_LIMIT, "vault: %s: secret of %zu bytes exceeds %d", name, len,
+            VAULT_SECRET_MAX);
+    if (!replace && lstat(path, &st) == 0)
+        return err_set(err, ERR_EXISTS, "vault: %s: already enrolled (use --replace)", name);
+    aad_len = vault_blob_aad(b, name, aad, sizeof(aad));
+    if (hsm_seal(v->hsm, aad, aad_len, secret, len, &sealed, &sealed_len, err) == -1)
+        return -1;
+    if (vault_blob_encode(b, name, util_wall_ms(), sealed, sealed_len, &file, &file_len) == -1) {
+        err_set(err, ERR_LIMIT, "vault: %s: sealed blob of %zu bytes does not fit", name,
+            sealed_len);
+        goto out;
+    }
+    if (util_write_file_atomic(path, file, file_len, 0600) == -1) {
+        err_set(err, ERR_IO, "vault: %s: write %s: %s", name, path, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    free(sealed);
+    free(file);
+    return rc;
+}
+
+/* Reads and decodes DIR/NAME.sealed; *file is the malloc'd contents *data points into. */
+static int
+vault_read(struct vault *v, const char *name, char **file, enum hsm_backend *b,
+    uint64_t *created_ms, const unsigned char **data, size_t *datalen, struct err *err)
+{
+    char path[4096], embedded[VAULT_NAME_MAX + 1];
+    size_t len;
+
+    if (vault_path(v, name, path, sizeof(path), err) == -1)
+        return -1;
+    /* One byte over the limit so an oversized file is told apart from a valid one. */
+    if ((*file = util_read_file(path, VAULT_FILE_MAX + 1, &len)) == NULL) {
+        if (errno == ENOENT)
+            return err_set(err, ERR_NOTFOUND, "vault: %s: not enrolled", name);
+        if (errno == EFBIG)
+            return err_set(err, ERR_PARSE, "vault: %s: blob file larger than %d bytes", name,
+                VAULT_FILE_MAX);
+        return err_set(err, ERR_IO, "vault: %s: read %s: %s", name, path, strerror(errno));
+    }
+    if (vault_blob_decode((unsigned char *)*file, len, b, embedded, created_ms, data, datalen,
+            err) == -1)
+        goto fail;
+    if (strcmp(embedded, name) != 0) {
+        err_set(err, ERR_PARSE, "blob name mismatch (file holds \"%s\")", embedded);
+        goto fail;
+    }
+    return 0;
+fail:
+    err_prefix(err, "vault: %s", name);
+    free(*file);
+    *file = NULL;
+    return -1;
+}
+
+int
+vault_unseal(struct vault *v, const char *name, struct secbuf **out, struct err *err)
+{
+    unsigned char aad[VAULT_AAD_MAX];
+    const unsigned char *data;
+    enum hsm_backend b;
+    uint64_t created;
+    size_t datalen, aad_len;
+    char *file;
+    int rc;
+
+    *out = NULL;
+    if (vault_read(v, name, &file, &b, &created, &data, &datalen, err) == -1)
+        return -1;
+    if (b != hsm_backend(v->hsm)) {
+        free(file);
+        return err_set(err, ERR_USAGE, "vault: %s: sealed by the %s backend, not this one",
+            name, b == HSM_BACKEND_TPM2 ? "tpm2" : "pkcs11");
+    }
+    aad_len = vault_blob_aad(b, name, aad, sizeof(aad));
+    rc = hsm_unseal(v->hsm, aad, aad_len, data, datalen, out, err);
+    free(file);
+    if (rc == -1 && err != NULL && (err->code == ERR_CRYPTO || err->code == ERR_PARSE))
+        err_prefix(err, "vault: %s", name);
+    return rc;
+}
+
+static int
+vault_entry_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct vault_entry *)a)->name, ((const struct vault_entry *)b)->name);
+}
+
+/* "NAME.sealed" → NAME in out; 0 if the file name is not a blob of a valid name. */
+static int
+vault_file_name(const char *fname, char out[VAULT_NAME_MAX + 1])
+{
+    size_t n = strlen(fname), s = strlen(VAULT_SUFFIX);
+
+    if (n <= s || n - s > VAULT_NAME_MAX || strcmp(fname + n - s, VAULT_SUFFIX) != 0)
+        return 0;
+    memcpy(out, fname, n - s);
+    out[n - s] = '\0';
+    return vault_name_valid(out);
+}
+
+static int
+vault_list_add(struct vault *v, const char *name, struct vault_entry *e)
+{
+    const unsigned char *data;
+    size_t datalen;
+    struct err e2;
+    char *file;
+
+    if (vault_read(v, name, &file, &e->backend, &e->created_ms, &data, &datalen, &e2) == -1) {
+        log_warn("%s", e2.msg); /* a corrupt file must not hide the others */
+        return -1;
+    }
+    free(file);
+    util_strlcpy(e->name, name, sizeof(e->name));
+    return 0;
+}
+
+int
+vault_list(struct vault *v, struct vault_entry **entries, size_t *n, struct err *err)
+{
+    struct vault_entry *list = NULL;
+    char name[VAULT_NAME_MAX + 1];
+    struct dirent *de;
+    size_t count = 0;
+    DIR *d;
+
+    *entries = NULL;
+    *n = 0;
+    if ((d = opendir(v->dir)) == NULL)
+        return err_set(err, ERR_IO, "vault: open %s: %s", v->dir, strerror(errno));
+    while ((de = readdir(d)) != NULL) {
+        if (!vault_file_name(de->d_name, name))
+            continue;
+        if (count == VAULT_MAX_ENTRIES) {
+            log_warn("vault: %s: more than %d blobs, listing the first", v->dir,
+                VAULT_MAX_ENTRIES);
+            break;
+        }
+        if (list == NULL && (list = calloc(VAULT_MAX_ENTRIES, sizeof(*list))) == NULL) {
+            closedir(d);
+            return err_set(err, ERR_INTERNAL, "vault: out of memory");
+        }
+        if (vault_list_add(v, name, &list[count]) == 0)
+            count++;
+    }
+    closedir(d);
+    if (count == 0) {
+        free(list);
+        return 0;
+    }
+    qsort(list, count, sizeof(*list), vault_entry_cmp);
+    *entries = list;
+    *n = count;
+    return 0;
+}
+
+int
+vault_remove(struct vault *v, const char *name, struct err *err)
+{
+    char path[4096];
+
+    if (vault_path(v, name, path, sizeof(path), err) == -1)
+        return -1;
+    if (unlink(path) == -1) {
+        if (errno == ENOENT)
+            return err_set(err, ERR_NOTFOUND, "vault: %s: not enrolled", name);
+        return err_set(err, ERR_IO, "vault: %s: remove %s: %s", name, path, strerror(errno));
+    }
+    return 0;
+}
