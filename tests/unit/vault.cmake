@@ -1,0 +1,1 @@
+airlock_unit_test(test_hsm_pkcs11 airlock_hsm airlock_common)
