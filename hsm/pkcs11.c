@@ -529,21 +529,30 @@ p11_do_unseal(struct p11 *p, void *argp, struct err *err)
     return 0;
 }
 
+/*
+ * Session, token and key must all answer; any failure here counts as a lost token (SoftHSM
+ * answers CKR_GENERAL_ERROR for a token whose directory vanished), so p11_run reconnects
+ * and reports what the fresh connection finds.
+ */
 static int
 p11_do_health(struct p11 *p, void *arg, struct err *err)
 {
     CK_SESSION_INFO info;
     CK_TOKEN_INFO tinfo;
+    CK_OBJECT_CLASS c;
+    CK_ATTRIBUTE cls = {CKA_CLASS, &c, sizeof(c)};
     CK_RV rv;
 
-    if ((rv = p->mod->C_GetSessionInfo(p->session, &info)) != CKR_OK)
-        return p11_fail(p, rv, "session", err);
+    if ((rv = p->mod->C_GetSessionInfo(p->session, &info)) != CKR_OK ||
+        (rv = p->mod->C_GetTokenInfo(info.slotID, &tinfo)) != CKR_OK ||
+        (p->have_key && (rv = p->mod->C_GetAttributeValue(p->session, p->key, &cls, 1)) != CKR_OK)) {
+        p->broken = 1;
+        return err_set(err, ERR_TOKEN, "pkcs11: health check: %s", p11_rv_name(rv));
+    }
     if (info.state != CKS_RW_USER_FUNCTIONS) {
         p->broken = 1;
         return err_set(err, ERR_TOKEN, "pkcs11: session is no longer logged in");
     }
-    if ((rv = p->mod->C_GetTokenInfo(info.slotID, &tinfo)) != CKR_OK)
-        return p11_fail(p, rv, "token info", err);
     return 0;
 }
 
