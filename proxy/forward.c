@@ -226,6 +226,14 @@ forward_client_data(struct conn *c)
         &ex->req_chunk, &ex->bytes_up);
     if (r == -1) {
         log_info("%s: %s malformed chunked request body", c->peer, ex->id);
+        if (!ex->resp_head_done) {
+            /* Nothing answered yet: drop the upstream mid-request and say why. */
+            bufferevent_free(c->up);
+            c->up = NULL;
+            c->state = CS_HEAD;
+            conn_respond(c, 400, "bad-request", "malformed chunked request body");
+            return 0;
+        }
         ex->decision = "bad-request";
         ex->status = 400;
         conn_free(c);

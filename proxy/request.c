@@ -141,7 +141,8 @@ exchange_begin(struct conn *c, const char *head, size_t head_len)
     c->ex.start_us = util_now_us();
     c->ex_active = 1;
     if (http_parse_request(head, head_len, &c->ex.req, &status) == -1) {
-        conn_respond(c, status, "bad-request", "malformed request");
+        /* Smuggling shapes (unknown codings, other versions) all get a plain 400. */
+        conn_respond(c, status == 431 ? 431 : 400, "bad-request", "malformed request");
         return -1;
     }
     util_strlcpy(c->ex.method, c->ex.req.method, sizeof(c->ex.method));
