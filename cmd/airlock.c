@@ -94,6 +94,23 @@ run_env(const struct policy *p, int argc, char **argv)
     return cli_env(p, agent, token_file);
 }
 
+#ifndef AIRLOCK_HAVE_TLS
+/* Built without the TLS toolkit: interception, and so `ca` and `env`, are unavailable. */
+int
+cli_ca(const struct policy *p)
+{
+    fprintf(stderr, "airlock: ca: this build has no TLS interception\n");
+    return 1;
+}
+
+int
+cli_env(const struct policy *p, const char *agent, const char *token_file)
+{
+    fprintf(stderr, "airlock: env: this build has no TLS interception\n");
+    return 1;
+}
+#endif
+
 static int
 run(const struct policy *p, const char *cmd, int argc, char **argv)
 {
