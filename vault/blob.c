@@ -114,7 +114,7 @@ vault_blob_decode(const unsigned char *buf, size_t len, enum hsm_backend *b,
         return err_set(err, ERR_PARSE, "truncated blob (%zu bytes)", len);
     memcpy(name, buf + 7, nlen);
     name[nlen] = '\0';
-    if (!vault_name_valid(name)) /* also catches an embedded NUL */
+    if (strlen(name) != nlen || !vault_name_valid(name)) /* an embedded NUL would truncate */
         return err_set(err, ERR_PARSE, "bad name in blob");
     off = 7 + nlen;
     *created_ms = get_be(buf + off, 8);

@@ -1,1 +1,2 @@
 airlock_unit_test(test_hsm_pkcs11 airlock_hsm airlock_common)
+airlock_unit_test(test_vault airlock_vault airlock_hsm airlock_common)
