@@ -26,7 +26,10 @@ name_valid(const char *s)
 {
     size_t i, n = strlen(s);
 
-    if (n == 0 || n > 64 || s[0] == '.' || s[0] == '_')
+    /* A leading letter or digit: "-" is the anonymous agent, "_" names are internal
+     * (the buddy pair key), "." and "-" make awkward file names and CLI arguments. */
+    if (n == 0 || n > 64 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') ||
+                                 (s[0] >= '0' && s[0] <= '9')))
         return 0;
     for (i = 0; i < n; i++)
         if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
@@ -74,8 +77,8 @@ load_agent(struct lctx *c, const struct ynode *n, size_t idx)
         (t = need(c, n, "token_sha256", what)) == NULL || lstr(c, v, "agent name", &s) == -1)
         return -1;
     if (!name_valid(s))
-        return lerr(c, v, "%s.name: bad agent name \"%s\" (1-64 of A-Z a-z 0-9 . _ -, not "
-            "starting with . or _)", what, lquote(s, q, sizeof(q)));
+        return lerr(c, v, "%s.name: bad agent name \"%s\" (1-64 of A-Z a-z 0-9 . _ -, starting "
+            "with a letter or digit)", what, lquote(s, q, sizeof(q)));
     for (i = 0; i < p->nagents; i++)
         if (strcmp(p->agents[i].name, s) == 0)
             return lerr(c, v, "%s.name: duplicate agent name \"%s\"", what, s);
@@ -162,7 +165,7 @@ load_credential(struct lctx *c, const struct ynode *k, const struct ynode *n)
 
     if (!name_valid(k->value))
         return lerr(c, k, "credentials: bad credential name \"%s\" (1-64 of A-Z a-z 0-9 . _ -, "
-            "not starting with . or _)", lquote(k->value, q, sizeof(q)));
+            "starting with a letter or digit)", lquote(k->value, q, sizeof(q)));
     snprintf(what, sizeof(what), "credentials.%s", k->value);
     if ((cr->name = strdup(k->value)) == NULL)
         return oom(c);

@@ -1,0 +1,4 @@
+# policy/: loader (good and bad configs, exact PATH:LINE:COL), matcher, verdicts, auth.
+if(TARGET airlock_policy)
+    airlock_unit_test(test_policy airlock_policy)
+endif()
