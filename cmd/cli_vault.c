@@ -22,7 +22,7 @@
 #include "vault/vault.h"
 
 #define AUDIT_TAIL_BYTES (16u << 20) /* last-used looks at the newest 16 MiB of audit */
-#define AUDIT_LINE_MAX 65536          /* longer lines are not ours: skipped */
+#define AUDIT_LINE_MAX 65536         /* longer lines are not ours: skipped */
 
 /* Exit status for an error: 2 for usage/configuration, 1 for everything else. */
 static int
@@ -94,7 +94,7 @@ cli_init(const struct policy *p)
         printf("vault ready (tpm2, %s)\n", p->vault.tpm2_tcti ? p->vault.tpm2_tcti : "-");
     else
         printf("vault ready (pkcs11, %s)\n",
-            p->vault.pkcs11_token_uri ? p->vault.pkcs11_token_uri : "-");
+               p->vault.pkcs11_token_uri ? p->vault.pkcs11_token_uri : "-");
     fflush(stdout);
     vault_close(v);
     return 0;
@@ -168,8 +168,7 @@ get_secret(const char *name)
             sb->len--;
     }
     if (sb->len > VAULT_SECRET_MAX) {
-        fprintf(stderr, "airlock: enroll %s: secret exceeds %d bytes\n", name,
-            VAULT_SECRET_MAX);
+        fprintf(stderr, "airlock: enroll %s: secret exceeds %d bytes\n", name, VAULT_SECRET_MAX);
         goto fail;
     }
     if (sb->len == 0) {
@@ -256,8 +255,7 @@ audit_tail(const char *path, size_t *len)
 
 /* Records the line's "ts" as last used for the entry named by its "credential". */
 static void
-audit_line(const char *line, size_t len, const struct vault_entry *e, size_t n,
-    char (*last)[32])
+audit_line(const char *line, size_t len, const struct vault_entry *e, size_t n, char (*last)[32])
 {
     json_t *o, *c, *ts;
     size_t lo = 0, hi = n, mid;
@@ -308,7 +306,7 @@ int
 cli_list(const struct policy *p)
 {
     struct vault_entry *e = NULL;
-    char (*last)[32] = NULL, created[32];
+    char(*last)[32] = NULL, created[32];
     struct vault *v;
     struct err err;
     size_t n = 0, i;
@@ -332,8 +330,7 @@ cli_list(const struct policy *p)
     printf("%-24s %-7s %-24s %s\n", "NAME", "BACKEND", "CREATED", "LAST-USED");
     for (i = 0; i < n; i++) {
         util_rfc3339_ms(e[i].created_ms, created, sizeof(created));
-        printf("%-24s %-7s %-24s %s\n", e[i].name, backend_name(e[i].backend), created,
-            last[i]);
+        printf("%-24s %-7s %-24s %s\n", e[i].name, backend_name(e[i].backend), created, last[i]);
     }
     fflush(stdout);
     free(last);

@@ -98,7 +98,7 @@ hsm_init(struct hsm *h, struct err *err)
 
 int
 hsm_seal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *secret,
-    size_t secret_len, unsigned char **blob, size_t *blob_len, struct err *err)
+         size_t secret_len, unsigned char **blob, size_t *blob_len, struct err *err)
 {
     if (h == NULL || blob == NULL || blob_len == NULL)
         return err_set(err, ERR_USAGE, "hsm: seal: missing argument");
@@ -107,7 +107,7 @@ hsm_seal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned
 
 int
 hsm_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *blob,
-    size_t blob_len, struct secbuf **out, struct err *err)
+           size_t blob_len, struct secbuf **out, struct err *err)
 {
     if (h == NULL || out == NULL || (blob == NULL && blob_len > 0))
         return err_set(err, ERR_USAGE, "hsm: unseal: missing argument");

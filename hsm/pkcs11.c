@@ -19,23 +19,23 @@
 #include "common/util.h"
 #include "hsm/hsm_internal.h"
 
-#define P11_MAX_SLOTS 64      /* slots scanned for the token */
-#define P11_MAX_PIN 256       /* bytes of PIN read from env or file */
-#define P11_IV_BYTES 12       /* 96-bit GCM IV (NIST SP 800-38D 8.2) */
-#define P11_TAG_BYTES 16      /* 128-bit tag */
-#define P11_MAX_SECRET 65536  /* hard bound; the vault refuses more than 8 KiB anyway */
-#define P11_KEY_BYTES 32      /* AES-256 */
+#define P11_MAX_SLOTS 64     /* slots scanned for the token */
+#define P11_MAX_PIN 256      /* bytes of PIN read from env or file */
+#define P11_IV_BYTES 12      /* 96-bit GCM IV (NIST SP 800-38D 8.2) */
+#define P11_TAG_BYTES 16     /* 128-bit tag */
+#define P11_MAX_SECRET 65536 /* hard bound; the vault refuses more than 8 KiB anyway */
+#define P11_KEY_BYTES 32     /* AES-256 */
 #define P11_DEFAULT_LABEL "airlock-vault"
 
 struct p11 {
-    CK_FUNCTION_LIST *mod;    /* loaded and initialised, or NULL */
+    CK_FUNCTION_LIST *mod; /* loaded and initialised, or NULL */
     CK_SESSION_HANDLE session;
-    int have_session;         /* session open and logged in */
+    int have_session; /* session open and logged in */
     CK_OBJECT_HANDLE key;
     int have_key;
-    int broken;               /* last call hit a session/device error: reconnect first */
+    int broken; /* last call hit a session/device error: reconnect first */
     P11KitUri *uri;
-    char token_name[80];      /* for messages: the URI's token label, or the URI */
+    char token_name[80]; /* for messages: the URI's token label, or the URI */
     const char *module_path, *pin_ref, *label;
 };
 
@@ -138,13 +138,13 @@ p11_load(struct p11 *p, struct err *err)
     if ((p->mod = p11_kit_module_load(p->module_path, 0)) == NULL) {
         why = p11_kit_message();
         return err_set(err, ERR_TOKEN, "pkcs11: module load failed: %s: %s", p->module_path,
-            why != NULL ? why : "unknown error");
+                       why != NULL ? why : "unknown error");
     }
     if ((rv = p11_kit_module_initialize(p->mod)) != CKR_OK) {
         p11_kit_module_release(p->mod);
         p->mod = NULL;
-        return err_set(err, ERR_TOKEN, "pkcs11: module initialize failed: %s: %s",
-            p->module_path, p11_rv_name(rv));
+        return err_set(err, ERR_TOKEN, "pkcs11: module initialize failed: %s: %s", p->module_path,
+                       p11_rv_name(rv));
     }
     return 0;
 }
@@ -191,7 +191,8 @@ p11_read_pin_file(const char *path, struct secbuf *sb, struct err *err)
     if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         return err_set(err, ERR_USAGE,
-            "pkcs11: pin file %s must be a regular file readable only by its owner", path);
+                       "pkcs11: pin file %s must be a regular file readable only by its owner",
+                       path);
     }
     /* read(2) straight into locked memory: no stdio buffer keeps a copy. */
     do
@@ -351,7 +352,8 @@ p11_find_key(struct p11 *p, int *found, struct err *err)
         return err_set(err, ERR_TOKEN, "pkcs11: more than one key labelled \"%s\"", p->label);
     if (n == 1 && !p11_key_template_ok(p, objs[0]))
         return err_set(err, ERR_TOKEN,
-            "pkcs11: key \"%s\" is not a sensitive, non-extractable AES-256 key", p->label);
+                       "pkcs11: key \"%s\" is not a sensitive, non-extractable AES-256 key",
+                       p->label);
     if (n == 1) {
         p->key = objs[0];
         p->have_key = 1;
@@ -369,8 +371,7 @@ p11_need_key(struct p11 *p, struct err *err)
     if (p11_find_key(p, &found, err) == -1)
         return -1;
     if (!found)
-        return err_set(err, ERR_TOKEN, "pkcs11: key \"%s\" not found (run airlock init)",
-            p->label);
+        return err_set(err, ERR_TOKEN, "pkcs11: key \"%s\" not found (run airlock init)", p->label);
     return 0;
 }
 
@@ -458,8 +459,7 @@ p11_do_seal(struct p11 *p, void *argp, struct err *err)
         free(blob);
         return p11_fail(p, rv, "encrypt", err);
     }
-    rv = p->mod->C_Encrypt(p->session, (CK_BYTE_PTR)a->in, a->in_len, blob + P11_IV_BYTES,
-        &ct_len);
+    rv = p->mod->C_Encrypt(p->session, (CK_BYTE_PTR)a->in, a->in_len, blob + P11_IV_BYTES, &ct_len);
     if (rv != CKR_OK || ct_len != a->in_len + P11_TAG_BYTES) {
         free(blob);
         if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_OK)
@@ -545,7 +545,8 @@ p11_do_health(struct p11 *p, void *arg, struct err *err)
 
     if ((rv = p->mod->C_GetSessionInfo(p->session, &info)) != CKR_OK ||
         (rv = p->mod->C_GetTokenInfo(info.slotID, &tinfo)) != CKR_OK ||
-        (p->have_key && (rv = p->mod->C_GetAttributeValue(p->session, p->key, &cls, 1)) != CKR_OK)) {
+        (p->have_key &&
+         (rv = p->mod->C_GetAttributeValue(p->session, p->key, &cls, 1)) != CKR_OK)) {
         p->broken = 1;
         return err_set(err, ERR_TOKEN, "pkcs11: health check: %s", p11_rv_name(rv));
     }
@@ -603,8 +604,8 @@ p11_open(struct hsm *h, struct err *err)
     p11_token_name(p, c->pkcs11_token_uri);
     p->module_path = c->pkcs11_module;
     p->pin_ref = c->pkcs11_pin;
-    p->label = c->pkcs11_key_label && *c->pkcs11_key_label ? c->pkcs11_key_label
-                                                          : P11_DEFAULT_LABEL;
+    p->label =
+        c->pkcs11_key_label && *c->pkcs11_key_label ? c->pkcs11_key_label : P11_DEFAULT_LABEL;
     if (p11_connect(p, err) == -1) {
         p11_free(p);
         return -1;
@@ -621,7 +622,7 @@ p11_init(struct hsm *h, struct err *err)
 
 static int
 p11_seal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *secret,
-    size_t secret_len, unsigned char **blob, size_t *blob_len, struct err *err)
+         size_t secret_len, unsigned char **blob, size_t *blob_len, struct err *err)
 {
     struct p11_seal_arg a = {aad, secret, aad_len, secret_len, NULL, 0, NULL};
 
@@ -629,7 +630,7 @@ p11_seal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned
         return err_set(err, ERR_USAGE, "pkcs11: seal: missing argument");
     if (secret_len > P11_MAX_SECRET)
         return err_set(err, ERR_LIMIT, "pkcs11: secret of %zu bytes exceeds %d", secret_len,
-            P11_MAX_SECRET);
+                       P11_MAX_SECRET);
     if (p11_run(h->priv, p11_do_seal, &a, err) == -1)
         return -1;
     *blob = a.blob;
@@ -639,7 +640,7 @@ p11_seal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned
 
 static int
 p11_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *blob,
-    size_t blob_len, struct secbuf **out, struct err *err)
+           size_t blob_len, struct secbuf **out, struct err *err)
 {
     struct p11_seal_arg a = {aad, blob, aad_len, blob_len, NULL, 0, NULL};
 
@@ -649,7 +650,7 @@ p11_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsign
     if (blob_len < P11_IV_BYTES + P11_TAG_BYTES ||
         blob_len > P11_IV_BYTES + P11_MAX_SECRET + P11_TAG_BYTES)
         return err_set(err, ERR_CRYPTO, "pkcs11: integrity check failed: blob of %zu bytes",
-            blob_len);
+                       blob_len);
     if (p11_run(h->priv, p11_do_unseal, &a, err) == -1)
         return -1;
     *out = a.plain;

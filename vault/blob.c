@@ -25,7 +25,7 @@ vault_name_valid(const char *name)
         if (i >= VAULT_NAME_MAX)
             return 0;
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                c == '_' || c == '-'))
+              c == '_' || c == '-'))
             return 0;
     }
     return i > 0;
@@ -61,7 +61,7 @@ get_be(const unsigned char *p, int bytes)
 
 int
 vault_blob_encode(enum hsm_backend b, const char *name, uint64_t created_ms,
-    const unsigned char *data, size_t len, unsigned char **out, size_t *outlen)
+                  const unsigned char *data, size_t len, unsigned char **out, size_t *outlen)
 {
     size_t nlen, total;
     unsigned char *buf, *p;
@@ -94,8 +94,8 @@ vault_blob_encode(enum hsm_backend b, const char *name, uint64_t created_ms,
 
 int
 vault_blob_decode(const unsigned char *buf, size_t len, enum hsm_backend *b,
-    char name[VAULT_NAME_MAX + 1], uint64_t *created_ms, const unsigned char **data,
-    size_t *datalen, struct err *err)
+                  char name[VAULT_NAME_MAX + 1], uint64_t *created_ms, const unsigned char **data,
+                  size_t *datalen, struct err *err)
 {
     size_t nlen, dlen, off;
 
@@ -121,8 +121,7 @@ vault_blob_decode(const unsigned char *buf, size_t len, enum hsm_backend *b,
     dlen = (size_t)get_be(buf + off + 8, 4);
     off += 12;
     if (dlen > VAULT_DATA_MAX)
-        return err_set(err, ERR_PARSE, "blob data of %zu bytes exceeds %d", dlen,
-            VAULT_DATA_MAX);
+        return err_set(err, ERR_PARSE, "blob data of %zu bytes exceeds %d", dlen, VAULT_DATA_MAX);
     if (len - off < dlen)
         return err_set(err, ERR_PARSE, "truncated blob (%zu bytes)", len);
     if (len - off > dlen)

@@ -52,8 +52,8 @@ vault_path(const struct vault *v, const char *name, char *out, size_t outlen, st
 {
     if (!vault_name_valid(name))
         return err_set(err, ERR_USAGE,
-            "vault: bad credential name \"%.64s\" (letters, digits, '_' and '-', 1-64)",
-            name != NULL ? name : "");
+                       "vault: bad credential name \"%.64s\" (letters, digits, '_' and '-', 1-64)",
+                       name != NULL ? name : "");
     if ((size_t)snprintf(out, outlen, "%s/%s%s", v->dir, name, VAULT_SUFFIX) >= outlen)
         return err_set(err, ERR_USAGE, "vault: path too long for %s", name);
     return 0;
@@ -106,7 +106,7 @@ vault_health(struct vault *v, struct err *err)
 
 int
 vault_enroll(struct vault *v, const char *name, const unsigned char *secret, size_t len,
-    int replace, struct err *err)
+             int replace, struct err *err)
 {
     enum hsm_backend b = hsm_backend(v->hsm);
     unsigned char aad[VAULT_AAD_MAX], *sealed = NULL, *file = NULL;
@@ -121,7 +121,7 @@ vault_enroll(struct vault *v, const char *name, const unsigned char *secret, siz
         return err_set(err, ERR_USAGE, "vault: %s: empty secret", name);
     if (len > VAULT_SECRET_MAX)
         return err_set(err, ERR_LIMIT, "vault: %s: secret of %zu bytes exceeds %d", name, len,
-            VAULT_SECRET_MAX);
+                       VAULT_SECRET_MAX);
     if (!replace && lstat(path, &st) == 0)
         return err_set(err, ERR_EXISTS, "vault: %s: already enrolled (use --replace)", name);
     aad_len = vault_blob_aad(b, name, aad, sizeof(aad));
@@ -129,7 +129,7 @@ vault_enroll(struct vault *v, const char *name, const unsigned char *secret, siz
         return -1;
     if (vault_blob_encode(b, name, util_wall_ms(), sealed, sealed_len, &file, &file_len) == -1) {
         err_set(err, ERR_LIMIT, "vault: %s: sealed blob of %zu bytes does not fit", name,
-            sealed_len);
+                sealed_len);
         goto out;
     }
     if (util_write_file_atomic(path, file, file_len, 0600) == -1) {
@@ -146,7 +146,7 @@ out:
 /* Reads and decodes DIR/NAME.sealed; *file is the malloc'd contents *data points into. */
 static int
 vault_read(struct vault *v, const char *name, char **file, enum hsm_backend *b,
-    uint64_t *created_ms, const unsigned char **data, size_t *datalen, struct err *err)
+           uint64_t *created_ms, const unsigned char **data, size_t *datalen, struct err *err)
 {
     char path[4096], embedded[VAULT_NAME_MAX + 1];
     size_t len;
@@ -159,11 +159,11 @@ vault_read(struct vault *v, const char *name, char **file, enum hsm_backend *b,
             return err_set(err, ERR_NOTFOUND, "vault: %s: not enrolled", name);
         if (errno == EFBIG)
             return err_set(err, ERR_PARSE, "vault: %s: blob file larger than %d bytes", name,
-                VAULT_FILE_MAX);
+                           VAULT_FILE_MAX);
         return err_set(err, ERR_IO, "vault: %s: read %s: %s", name, path, strerror(errno));
     }
     if (vault_blob_decode((unsigned char *)*file, len, b, embedded, created_ms, data, datalen,
-            err) == -1)
+                          err) == -1)
         goto fail;
     if (strcmp(embedded, name) != 0) {
         err_set(err, ERR_PARSE, "blob name mismatch (file holds \"%s\")", embedded);
@@ -193,8 +193,8 @@ vault_unseal(struct vault *v, const char *name, struct secbuf **out, struct err 
         return -1;
     if (b != hsm_backend(v->hsm)) {
         free(file);
-        return err_set(err, ERR_USAGE, "vault: %s: sealed by the %s backend, not this one",
-            name, b == HSM_BACKEND_TPM2 ? "tpm2" : "pkcs11");
+        return err_set(err, ERR_USAGE, "vault: %s: sealed by the %s backend, not this one", name,
+                       b == HSM_BACKEND_TPM2 ? "tpm2" : "pkcs11");
     }
     aad_len = vault_blob_aad(b, name, aad, sizeof(aad));
     rc = hsm_unseal(v->hsm, aad, aad_len, data, datalen, out, err);
@@ -257,8 +257,7 @@ vault_list(struct vault *v, struct vault_entry **entries, size_t *n, struct err 
         if (!vault_file_name(de->d_name, name))
             continue;
         if (count == VAULT_MAX_ENTRIES) {
-            log_warn("vault: %s: more than %d blobs, listing the first", v->dir,
-                VAULT_MAX_ENTRIES);
+            log_warn("vault: %s: more than %d blobs, listing the first", v->dir, VAULT_MAX_ENTRIES);
             break;
         }
         if (list == NULL && (list = calloc(VAULT_MAX_ENTRIES, sizeof(*list))) == NULL) {

@@ -13,9 +13,9 @@
 #include "common/secmem.h"
 #include "hsm/hsm.h"
 
-#define VAULT_NAME_MAX 64            /* [A-Za-z0-9_-]{1,64} */
-#define VAULT_SECRET_MAX 8192        /* bytes of secret accepted by vault_enroll */
-#define VAULT_DATA_MAX 65536         /* bytes of backend data in one blob file */
+#define VAULT_NAME_MAX 64     /* [A-Za-z0-9_-]{1,64} */
+#define VAULT_SECRET_MAX 8192 /* bytes of secret accepted by vault_enroll */
+#define VAULT_DATA_MAX 65536  /* bytes of backend data in one blob file */
 #define VAULT_BLOB_VERSION 1
 
 struct vault;
@@ -35,7 +35,7 @@ int vault_init(struct vault *v, struct err *err);
  * ERR_EXISTS if the name is enrolled and replace is 0; ERR_LIMIT above VAULT_SECRET_MAX.
  */
 int vault_enroll(struct vault *v, const char *name, const unsigned char *secret, size_t len,
-    int replace, struct err *err);
+                 int replace, struct err *err);
 /* Unseals name into a new secbuf (*out) the caller frees with secbuf_free(). */
 int vault_unseal(struct vault *v, const char *name, struct secbuf **out, struct err *err);
 /* Headers of every blob, sorted by name; *entries is malloc'd (free()), NULL when empty. */
@@ -56,10 +56,10 @@ int vault_name_valid(const char *name);
  * decode: *data points into buf; ERR_PARSE on any malformed or truncated file.
  */
 int vault_blob_encode(enum hsm_backend b, const char *name, uint64_t created_ms,
-    const unsigned char *data, size_t len, unsigned char **out, size_t *outlen);
+                      const unsigned char *data, size_t len, unsigned char **out, size_t *outlen);
 int vault_blob_decode(const unsigned char *buf, size_t len, enum hsm_backend *b,
-    char name[VAULT_NAME_MAX + 1], uint64_t *created_ms, const unsigned char **data,
-    size_t *datalen, struct err *err);
+                      char name[VAULT_NAME_MAX + 1], uint64_t *created_ms,
+                      const unsigned char **data, size_t *datalen, struct err *err);
 /* AAD binding a seal to its name: "ALCK" | version | backend | name. Returns its length
  * (0 if it does not fit in outlen or name is invalid). */
 size_t vault_blob_aad(enum hsm_backend b, const char *name, unsigned char *out, size_t outlen);

@@ -56,7 +56,7 @@ setup(void **state)
     if (mkdtemp(g.dir) == NULL)
         return -1;
     snprintf(cmd, sizeof(cmd), "'%s/scripts/softhsm-setup' '%s/h' airlock 1234 12345678", src,
-        g.dir);
+             g.dir);
     if ((p = popen(cmd, "r")) == NULL)
         return -1;
     if (fgets(line, sizeof(line), p) == NULL)
@@ -120,7 +120,7 @@ open_init(void)
 
 static void
 seal_ok(struct hsm *h, const unsigned char *aad, size_t aad_len, unsigned char **blob,
-    size_t *blob_len)
+        size_t *blob_len)
 {
     struct err err = {0};
 
@@ -129,8 +129,8 @@ seal_ok(struct hsm *h, const unsigned char *aad, size_t aad_len, unsigned char *
 }
 
 static void
-assert_unseals(struct hsm *h, const unsigned char *aad, size_t aad_len,
-    const unsigned char *blob, size_t blob_len)
+assert_unseals(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *blob,
+               size_t blob_len)
 {
     struct secbuf *out = NULL;
     struct err err = {0};
@@ -144,7 +144,7 @@ assert_unseals(struct hsm *h, const unsigned char *aad, size_t aad_len,
 
 static void
 assert_unseal_fails(struct hsm *h, const unsigned char *aad, size_t aad_len,
-    const unsigned char *blob, size_t blob_len, enum err_code code, const char *msg)
+                    const unsigned char *blob, size_t blob_len, enum err_code code, const char *msg)
 {
     struct secbuf *out = NULL;
     struct err err = {0};
@@ -179,8 +179,8 @@ test_init_idempotent(void **state)
     struct err err = {0};
 
     /* Before init sealing says what to do. */
-    assert_int_equal(hsm_seal(h, AAD_GITHUB, sizeof(AAD_GITHUB), SECRET, 4, &blob, &blob_len,
-                         &err), -1);
+    assert_int_equal(hsm_seal(h, AAD_GITHUB, sizeof(AAD_GITHUB), SECRET, 4, &blob, &blob_len, &err),
+                     -1);
     assert_int_equal(err.code, ERR_TOKEN);
     assert_string_equal(err.msg, "pkcs11: key \"airlock-vault\" not found (run airlock init)");
     assert_int_equal(hsm_init(h, &err), 0);
@@ -225,7 +225,7 @@ test_wrong_aad(void **state)
 
     seal_ok(h, AAD_GITHUB, sizeof(AAD_GITHUB), &blob, &len);
     assert_unseal_fails(h, AAD_OPENAI, sizeof(AAD_OPENAI), blob, len, ERR_CRYPTO,
-        "integrity check failed");
+                        "integrity check failed");
     assert_unseal_fails(h, NULL, 0, blob, len, ERR_CRYPTO, "integrity check failed");
     /* The session survives a failed tag check. */
     assert_unseals(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, len);
@@ -248,15 +248,15 @@ test_altered_blob(void **state)
     for (i = 0; i < 3; i++) {
         blob[where[i]] ^= 0x01;
         assert_unseal_fails(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, len, ERR_CRYPTO,
-            "integrity check failed");
+                            "integrity check failed");
         blob[where[i]] ^= 0x01;
     }
     assert_unseal_fails(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, len - 1, ERR_CRYPTO,
-        "integrity check failed");
+                        "integrity check failed");
     assert_unseal_fails(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, 27, ERR_CRYPTO,
-        "integrity check failed");
+                        "integrity check failed");
     assert_unseal_fails(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, 0, ERR_CRYPTO,
-        "integrity check failed");
+                        "integrity check failed");
     assert_unseals(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, len);
     hsm_close(h);
     free(blob);

@@ -26,7 +26,7 @@ struct env {
     int tpm2;
     char tpmdir[128]; /* swtpm state, for the whole group */
     char tcti[128];
-    char dir[128];    /* per test */
+    char dir[128]; /* per test */
     char vdir[192];
 };
 
@@ -76,8 +76,8 @@ group_setup(void **state)
     snprintf(g.tpmdir, sizeof(g.tpmdir), "/tmp/airlock-vtpm-XXXXXX");
     if (mkdtemp(g.tpmdir) == NULL)
         return -1;
-    snprintf(cmd, sizeof(cmd), "'%s/scripts/swtpm-start' '%s/state' '%s/port'", g.src,
-        g.tpmdir, g.tpmdir);
+    snprintf(cmd, sizeof(cmd), "'%s/scripts/swtpm-start' '%s/state' '%s/port'", g.src, g.tpmdir,
+             g.tpmdir);
     if (run(cmd, g.tcti, sizeof(g.tcti)) == -1) {
         fprintf(stderr, "swtpm-start failed\n");
         return -1;
@@ -185,8 +185,7 @@ assert_unseal_fails(struct vault *v, const char *name, enum err_code code, const
     assert_int_equal(vault_unseal(v, name, &out, &err), -1);
     assert_null(out);
     if (err.code != code || strstr(err.msg, msg) == NULL)
-        fail_msg("unseal %s: expected %d \"%s\", got %d: %s", name, code, msg, err.code,
-            err.msg);
+        fail_msg("unseal %s: expected %d \"%s\", got %d: %s", name, code, msg, err.code, err.msg);
 }
 
 static char *
@@ -210,8 +209,9 @@ test_blob_roundtrip_and_truncations(void **state)
     uint64_t created;
     struct err err;
 
-    assert_int_equal(vault_blob_encode(HSM_BACKEND_TPM2, "github", 0x0102030405060708ull,
-                         data, sizeof(data), &buf, &len), 0);
+    assert_int_equal(vault_blob_encode(HSM_BACKEND_TPM2, "github", 0x0102030405060708ull, data,
+                                       sizeof(data), &buf, &len),
+                     0);
     assert_int_equal(len, 4 + 3 + 6 + 8 + 4 + sizeof(data));
     assert_memory_equal(buf, "ALCK\x01\x02\x06github\x01\x02\x03\x04\x05\x06\x07\x08", 21);
     assert_int_equal(vault_blob_decode(buf, len, &b, name, &created, &d, &dlen, &err), 0);
@@ -259,16 +259,17 @@ test_blob_bad_fields(void **state)
     size_t dlen;
     struct err err = {0};
 
-    assert_int_equal(vault_blob_encode(HSM_BACKEND_PKCS11, "ab", 1, (const unsigned char *)"xy",
-                         2, &buf, &len), 0);
-    assert_bad_byte(buf, len, 0, 'X');    /* magic */
-    assert_bad_byte(buf, len, 4, 2);      /* version */
-    assert_bad_byte(buf, len, 5, 0);      /* backend */
+    assert_int_equal(
+        vault_blob_encode(HSM_BACKEND_PKCS11, "ab", 1, (const unsigned char *)"xy", 2, &buf, &len),
+        0);
+    assert_bad_byte(buf, len, 0, 'X'); /* magic */
+    assert_bad_byte(buf, len, 4, 2);   /* version */
+    assert_bad_byte(buf, len, 5, 0);   /* backend */
     assert_bad_byte(buf, len, 5, 3);
-    assert_bad_byte(buf, len, 6, 0);      /* name length */
+    assert_bad_byte(buf, len, 6, 0); /* name length */
     assert_bad_byte(buf, len, 6, 3);
     assert_bad_byte(buf, len, 6, 200);
-    assert_bad_byte(buf, len, 7, '/');    /* name characters */
+    assert_bad_byte(buf, len, 7, '/'); /* name characters */
     assert_bad_byte(buf, len, 8, '\0');
     assert_bad_byte(buf, len, 8 + 8 + 4, 3); /* data length */
     assert_bad_byte(buf, len, 8 + 8 + 1, 1); /* data length over 64 KiB (and over len) */
@@ -283,8 +284,8 @@ test_blob_bad_fields(void **state)
     assert_int_equal(vault_blob_encode(HSM_BACKEND_PKCS11, "a/b", 1, big, 1, &buf, &len), -1);
     assert_int_equal(vault_blob_encode(HSM_BACKEND_PKCS11, "", 1, big, 1, &buf, &len), -1);
     assert_int_equal(vault_blob_encode((enum hsm_backend)7, "a", 1, big, 1, &buf, &len), -1);
-    assert_int_equal(vault_blob_encode(HSM_BACKEND_PKCS11, "a", 1, big, VAULT_DATA_MAX + 1,
-                         &buf, &len), -1);
+    assert_int_equal(
+        vault_blob_encode(HSM_BACKEND_PKCS11, "a", 1, big, VAULT_DATA_MAX + 1, &buf, &len), -1);
 }
 
 static void
