@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,9 +44,13 @@ policy_hsm_backend(const struct policy *p)
     return p->vault.backend == POLICY_BACKEND_TPM2 ? HSM_BACKEND_TPM2 : HSM_BACKEND_PKCS11;
 }
 
-/* Opens the configured vault; prints the error as "airlock: WHAT: ..." on failure. */
+/*
+ * Opens the configured vault, with the token when token is 1 (list and remove only read and
+ * delete files, so they work with the token unplugged and ask for no PIN). Prints the error
+ * as "airlock: WHAT: ..." on failure.
+ */
 static struct vault *
-open_vault(const struct policy *p, const char *what, int *rc)
+open_vault(const struct policy *p, const char *what, int token, int *rc)
 {
     struct hsm_config cfg;
     struct vault *v;
@@ -65,7 +70,7 @@ open_vault(const struct policy *p, const char *what, int *rc)
     cfg.tpm2_tcti = p->vault.tpm2_tcti;
     cfg.tpm2_primary_handle = p->vault.tpm2_primary_handle;
     err_clear(&err);
-    if ((v = vault_open(&cfg, p->vault.dir, &err)) == NULL) {
+    if ((v = vault_open(token ? &cfg : NULL, p->vault.dir, &err)) == NULL) {
         fprintf(stderr, "airlock: %s: %s\n", what, err.msg);
         *rc = exit_for(&err);
     }
@@ -79,7 +84,7 @@ cli_init(const struct policy *p)
     struct err err;
     int rc = 0;
 
-    if ((v = open_vault(p, "init", &rc)) == NULL)
+    if ((v = open_vault(p, "init", 1, &rc)) == NULL)
         return rc;
     err_clear(&err);
     if (vault_init(v, &err) == -1) {
@@ -125,25 +130,46 @@ read_secret_fd(int fd, struct secbuf *sb, int line)
     return 0;
 }
 
+/* The terminal settings to put back if a signal ends the process while echo is off. */
+static struct termios tty_saved;
+static const int tty_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+
+static void
+tty_restore_and_die(int sig)
+{
+    (void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &tty_saved); /* async-signal-safe */
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 /* Prompts on stderr with echo off when stdin is a terminal; reads into sb. */
 static int
 read_secret(const char *name, struct secbuf *sb)
 {
-    struct termios old, quiet;
-    int tty = isatty(STDIN_FILENO), rc;
+    struct sigaction sa, old_sa[sizeof(tty_signals) / sizeof(tty_signals[0])];
+    struct termios quiet;
+    size_t i;
+    int rc;
 
-    if (!tty)
+    if (!isatty(STDIN_FILENO))
         return read_secret_fd(STDIN_FILENO, sb, 0);
-    if (tcgetattr(STDIN_FILENO, &old) == -1)
+    if (tcgetattr(STDIN_FILENO, &tty_saved) == -1)
         return -1;
-    quiet = old;
+    quiet = tty_saved;
     quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
-    fprintf(stderr, "secret for %s (input hidden): ", name);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = tty_restore_and_die;
+    sigemptyset(&sa.sa_mask);
+    for (i = 0; i < sizeof(tty_signals) / sizeof(tty_signals[0]); i++)
+        sigaction(tty_signals[i], &sa, &old_sa[i]);
+    fprintf(stderr, "secret for %s: ", name);
     fflush(stderr);
-    if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == -1)
-        return -1;
-    rc = read_secret_fd(STDIN_FILENO, sb, 1);
-    (void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+    rc = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    if (rc == 0)
+        rc = read_secret_fd(STDIN_FILENO, sb, 1);
+    (void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &tty_saved);
+    for (i = 0; i < sizeof(tty_signals) / sizeof(tty_signals[0]); i++)
+        sigaction(tty_signals[i], &old_sa[i], NULL);
     fputc('\n', stderr);
     return rc;
 }
@@ -168,7 +194,7 @@ get_secret(const char *name)
             sb->len--;
     }
     if (sb->len > VAULT_SECRET_MAX) {
-        fprintf(stderr, "airlock: enroll %s: secret exceeds %d bytes\n", name, VAULT_SECRET_MAX);
+        fprintf(stderr, "airlock: enroll %s: secret longer than 8 KiB\n", name);
         goto fail;
     }
     if (sb->len == 0) {
@@ -196,7 +222,7 @@ cli_enroll(const struct policy *p, const char *name, int replace)
         return 2;
     }
     /* Token first: do not ask for a secret the vault cannot take. */
-    if ((v = open_vault(p, what, &rc)) == NULL)
+    if ((v = open_vault(p, what, 1, &rc)) == NULL)
         return rc;
     if ((secret = get_secret(name)) == NULL) {
         vault_close(v);
@@ -312,7 +338,7 @@ cli_list(const struct policy *p)
     size_t n = 0, i;
     int rc = 0;
 
-    if ((v = open_vault(p, "list", &rc)) == NULL)
+    if ((v = open_vault(p, "list", 0, &rc)) == NULL)
         return rc;
     err_clear(&err);
     if (vault_list(v, &e, &n, &err) == -1) {
@@ -351,7 +377,7 @@ cli_remove(const struct policy *p, const char *name)
         fprintf(stderr, "airlock: %s: bad name (letters, digits, '_' and '-', 1-64)\n", what);
         return 2;
     }
-    if ((v = open_vault(p, what, &rc)) == NULL)
+    if ((v = open_vault(p, what, 0, &rc)) == NULL)
         return rc;
     err_clear(&err);
     if (vault_remove(v, name, &err) == -1) {

@@ -75,11 +75,22 @@ vault_open(const struct hsm_config *cfg, const char *dir, struct err *err)
         err_set(err, ERR_INTERNAL, "vault: out of memory");
         return NULL;
     }
-    if ((v->hsm = hsm_open(cfg, err)) == NULL) {
+    /* No token configuration: a headers-only vault for listing and removing, so `airlock
+     * list` works with the token unplugged and asks for no PIN. */
+    if (cfg != NULL && (v->hsm = hsm_open(cfg, err)) == NULL) {
         vault_close(v);
         return NULL;
     }
     return v;
+}
+
+/* Operations that need the token refuse a headers-only vault. */
+static int
+vault_need_token(const struct vault *v, struct err *err)
+{
+    if (v->hsm == NULL)
+        return err_set(err, ERR_USAGE, "vault: opened without a token");
+    return 0;
 }
 
 void
@@ -95,12 +106,16 @@ vault_close(struct vault *v)
 int
 vault_init(struct vault *v, struct err *err)
 {
+    if (vault_need_token(v, err) == -1)
+        return -1;
     return hsm_init(v->hsm, err);
 }
 
 int
 vault_health(struct vault *v, struct err *err)
 {
+    if (vault_need_token(v, err) == -1)
+        return -1;
     return hsm_health(v->hsm, err);
 }
 
@@ -108,15 +123,16 @@ int
 vault_enroll(struct vault *v, const char *name, const unsigned char *secret, size_t len,
              int replace, struct err *err)
 {
-    enum hsm_backend b = hsm_backend(v->hsm);
     unsigned char aad[VAULT_AAD_MAX], *sealed = NULL, *file = NULL;
     size_t aad_len, sealed_len, file_len;
+    enum hsm_backend b;
     char path[4096];
     struct stat st;
     int rc = -1;
 
-    if (vault_path(v, name, path, sizeof(path), err) == -1)
+    if (vault_need_token(v, err) == -1 || vault_path(v, name, path, sizeof(path), err) == -1)
         return -1;
+    b = hsm_backend(v->hsm);
     if (len == 0 || secret == NULL)
         return err_set(err, ERR_USAGE, "vault: %s: empty secret", name);
     if (len > VAULT_SECRET_MAX)
@@ -189,6 +205,8 @@ vault_unseal(struct vault *v, const char *name, struct secbuf **out, struct err 
     int rc;
 
     *out = NULL;
+    if (vault_need_token(v, err) == -1)
+        return -1;
     if (vault_read(v, name, &file, &b, &created, &data, &datalen, err) == -1)
         return -1;
     if (b != hsm_backend(v->hsm)) {

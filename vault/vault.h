@@ -26,7 +26,10 @@ struct vault_entry {
     uint64_t created_ms; /* wall clock, ms since the epoch */
 };
 
-/* Creates dir (mode 0700) if absent and opens the token. NULL with err on failure. */
+/*
+ * Creates dir (mode 0700) if absent and opens the token. NULL with err on failure. With
+ * cfg NULL no token is opened: list and remove work, the rest fail with ERR_USAGE.
+ */
 struct vault *vault_open(const struct hsm_config *cfg, const char *dir, struct err *err);
 /* Prepares the token (wrapping key / storage primary). Idempotent. */
 int vault_init(struct vault *v, struct err *err);
