@@ -120,14 +120,16 @@ def large_and_chunked_responses_intact(d):
 
 
 @test
-def keep_alive_reuses_proxy_connection(d):
-    seen = len(ORIGIN.requests)
+def keep_alive_reuses_proxy_and_origin_connections(d):
+    seen, conns = len(ORIGIN.requests), ORIGIN.connections
     r = h.curl(url("/ka/1"), proxy=d.proxy_url(), write_out="%{num_connects}\n",
                extra_urls=[url("/ka/2"), url("/ka/3")])
     eq(r.rc, 0, "curl exit (%s)" % r.stderr)
     eq(r.write_out.split(), ["1", "0", "0"], "new connections per URL (num_connects)")
     paths = [q["path"] for q in ORIGIN.requests[seen:]]
     eq(paths, ["/ka/1", "/ka/2", "/ka/3"], "requests at origin")
+    # The proxy keeps its upstream alive too: three requests, one origin connection.
+    eq(ORIGIN.connections - conns, 1, "TCP connections accepted by the origin")
 
 
 @test
