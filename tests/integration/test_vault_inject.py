@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Credential injection from the vault (SPEC section 4), on both token backends: SoftHSM
+through PKCS#11 and swtpm through TPM 2.0. The origin answers only with a hash of the
+Authorization header it received, so the secret's single legitimate copy ends at the
+origin and the daemon's memory can be scanned for it afterwards.
+"""
+
+import hashlib
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import threading
+
+import harness as h
+from harness import check, eq, test
+
+SRC = os.environ.get("AIRLOCK_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+SECRET = b"tok-" + os.urandom(12).hex().encode()
+PIN = "4711"
+
+
+class HashOrigin:
+    """Answers every request with sha256 of its Authorization headers (joined by '|') and
+    how many there were; never echoes a header value."""
+
+    def __init__(self):
+        seen = self.seen = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                auth = self.headers.get_all("Authorization") or []
+                seen.append(len(auth))
+                body = ("%d %s" % (len(auth), hashlib.sha256("|".join(auth).encode())
+                                   .hexdigest())).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def expected(secret=SECRET):
+    return "1 " + hashlib.sha256(b"Bearer " + secret).hexdigest()
+
+
+class Backend:
+    """A private token: a SoftHSM token dir or a swtpm state dir, with its vault config."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.dir = h.make_tmpdir("airlock-token-")
+        if kind == "pkcs11":
+            subprocess.run([os.path.join(SRC, "scripts/softhsm-setup"), self.dir, "airlock", PIN,
+                            "99999999"], check=True, stdout=subprocess.DEVNULL)
+            os.environ["SOFTHSM2_CONF"] = os.path.join(self.dir, "softhsm2.conf")
+            os.environ["AIRLOCK_PIN"] = PIN
+            self.vault = {"backend": "pkcs11", "pkcs11": {
+                "module": "/usr/lib/softhsm/libsofthsm2.so", "token": "pkcs11:token=airlock",
+                "pin": "env:AIRLOCK_PIN"}}
+        else:
+            self.portfile = os.path.join(self.dir, "port")
+            self.tcti = self.start_tpm()
+            self.vault = {"backend": "tpm2", "tpm2": {"tcti": self.tcti}}
+
+    def start_tpm(self):
+        out = subprocess.run([os.path.join(SRC, "scripts/swtpm-start"), self.dir, self.portfile],
+                             check=True, stdout=subprocess.PIPE, timeout=30)
+        return out.stdout.decode().strip().splitlines()[-1]
+
+    def stop_tpm(self):
+        subprocess.run([os.path.join(SRC, "scripts/swtpm-stop"), self.dir], timeout=30)
+
+    def close(self):
+        if self.kind == "tpm2":
+            self.stop_tpm()
+
+
+def config(origin, backend, **rule_kw):
+    kw = {"credential": "gh", "allow_cleartext": True}
+    kw.update(rule_kw)
+    return h.base_config([h.rule("api", ports=[origin.port], action="inject", **kw)],
+                         vault=backend.vault,
+                         credentials={"gh": {"header": "Authorization",
+                                             "format": "Bearer {secret}"}})
+
+
+def cli(d, *args, secret=None):
+    return h.run_airlock(["-c", d.config_path] + list(args), input_bytes=secret)
+
+
+def get(d, origin, headers=()):
+    return h.curl("http://api.example.test:%d/repos/x?q=1" % origin.port, proxy=d.proxy_url(),
+                  headers=headers)
+
+
+def scan_memory(pid, needle):
+    """Counts needle in every readable mapping of pid, read in 1 MiB chunks. Mappings
+    over 4 GiB are sanitizer shadow reservations, not data, and are passed over."""
+    hits, chunk = 0, 1 << 20
+    with open("/proc/%d/maps" % pid) as maps:
+        regions = [re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+)", line) for line in maps
+                   if "[vvar]" not in line]
+    with open("/proc/%d/mem" % pid, "rb", buffering=0) as mem:
+        for m in regions:
+            start, end = int(m.group(1), 16), int(m.group(2), 16)
+            if "r" not in m.group(3) or end - start > (4 << 30):
+                continue
+            tail = b""
+            for off in range(start, end, chunk):
+                try:
+                    mem.seek(off)
+                    data = mem.read(min(chunk, end - off))
+                except OSError:
+                    tail = b""
+                    continue
+                buf = tail + data
+                hits += buf.count(needle)
+                tail = data[-(len(needle) - 1):]
+    return hits
+
+
+def enroll_and_list(kind):
+    b, o = Backend(kind), HashOrigin()
+    try:
+        with h.Daemon(config(o, b)) as d:
+            eq(cli(d, "init")[0], 0, "init")
+            eq(cli(d, "init")[0], 0, "init again (idempotent)")
+            rc, out = cli(d, "enroll", "gh", secret=SECRET + b"\n")
+            eq(rc, 0, "enroll: " + out)
+            rc, out = cli(d, "list")
+            eq(rc, 0, "list")
+            check("gh" in out and kind in out, "list shows name and backend", out)
+            check(SECRET.decode() not in out, "list never shows the secret", out)
+            rc, out = cli(d, "enroll", "gh", secret=b"other\n")
+            eq(rc, 1, "enroll over an existing name without --replace")
+            eq(cli(d, "enroll", "gh", "--replace", secret=b"other\n")[0], 0, "enroll --replace")
+            eq(cli(d, "remove", "gh")[0], 0, "remove")
+            check("gh " not in cli(d, "list")[1], "removed credential is gone")
+    finally:
+        o.close()
+        b.close()
+
+
+def injected_once_and_nowhere_else(kind):
+    b, o = Backend(kind), HashOrigin()
+    try:
+        with h.Daemon(config(o, b)) as d:
+            eq(cli(d, "init")[0], 0, "init")
+            eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
+            r = get(d, o, headers=["Authorization: Bearer from-the-client"])
+            eq(r.status, 200, "injected request")
+            eq(r.body.decode(), expected(), "origin saw exactly one injected header")
+            recs = d.wait_audit(1)
+            eq(recs[-1]["decision"], "inject", "audit decision")
+            eq(recs[-1]["credential"], "gh", "audit credential")
+            pid = d.proc.pid
+            # Positive control: the scan does see the daemon's data (its policy's host).
+            check(scan_memory(pid, b"api.example.test") > 0, "memory scan reads nothing")
+            eq(scan_memory(pid, SECRET), 0, "secret bytes left in airlockd memory")
+            for name in ("cmdline", "environ"):
+                with open("/proc/%d/%s" % (pid, name), "rb") as f:
+                    check(SECRET not in f.read(), "secret in /proc/PID/" + name)
+            d.stop()
+            for root, _, files in os.walk(d.tmpdir):
+                for fn in files:
+                    p = os.path.join(root, fn)
+                    if os.path.isfile(p) and not os.path.islink(p):
+                        with open(p, "rb") as f:
+                            check(SECRET not in f.read(), "secret found in " + p)
+            d.start()
+            r = get(d, o)
+            eq(r.body.decode(), expected(), "injection after a daemon restart")
+    finally:
+        o.close()
+        b.close()
+
+
+@test
+def pkcs11_enroll_list_replace_remove():
+    enroll_and_list("pkcs11")
+
+
+@test
+def tpm2_enroll_list_replace_remove():
+    enroll_and_list("tpm2")
+
+
+@test
+def pkcs11_injects_exactly_once_and_leaves_no_copy():
+    injected_once_and_nowhere_else("pkcs11")
+
+
+@test
+def tpm2_injects_exactly_once_and_leaves_no_copy():
+    injected_once_and_nowhere_else("tpm2")
+
+
+@test
+def cleartext_injection_needs_allow_cleartext():
+    b, o = Backend("pkcs11"), HashOrigin()
+    try:
+        with h.Daemon(config(o, b, allow_cleartext=False)) as d:
+            eq(cli(d, "init")[0], 0, "init")
+            eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
+            r = get(d, o)
+            eq(r.status, 403, "cleartext injection refused")
+            eq(r.headers.get("x-airlock-decision"), "deny", "decision")
+            eq(o.seen, [], "origin saw nothing")
+    finally:
+        o.close()
+        b.close()
+
+
+def broken_token(kind, breaker, repair):
+    b, o = Backend(kind), HashOrigin()
+    try:
+        with h.Daemon(config(o, b)) as d:
+            eq(cli(d, "init")[0], 0, "init")
+            eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
+            eq(get(d, o).body.decode(), expected(), "injected before the fault")
+            breaker(b, d)
+            r = get(d, o)
+            eq(r.status, 503, "request while the token is broken")
+            eq(r.headers.get("x-airlock-decision"), "vault-unavailable", "decision")
+            check(SECRET not in r.body, "secret in an error body")
+            eq(len(o.seen), 1, "origin saw nothing while the token was broken")
+            if repair is not None:
+                repair(b, d)
+                for _ in range(40):  # bounded: the daemon retries the token every 250 ms
+                    r = get(d, o)
+                    if r.status == 200:
+                        break
+                    h.time.sleep(0.25)
+                eq(r.body.decode(), expected(), "injected again after the token came back")
+            check(d.alive(), "daemon still running")
+    finally:
+        o.close()
+        b.close()
+
+
+def flip_blob(b, d):
+    p = os.path.join(d.tmpdir, "vault", "gh.sealed")
+    data = bytearray(open(p, "rb").read())
+    data[-5] ^= 0x40
+    open(p, "wb").write(bytes(data))
+
+
+@test
+def pkcs11_altered_blob_is_503():
+    broken_token("pkcs11", flip_blob, None)
+
+
+@test
+def tpm2_altered_blob_is_503():
+    broken_token("tpm2", flip_blob, None)
+
+
+@test
+def pkcs11_token_removed_then_restored():
+    def remove(b, d):
+        os.rename(os.path.join(b.dir, "tokens"), os.path.join(b.dir, "tokens.away"))
+
+    def restore(b, d):
+        os.rename(os.path.join(b.dir, "tokens.away"), os.path.join(b.dir, "tokens"))
+    broken_token("pkcs11", remove, restore)
+
+
+@test
+def tpm2_swtpm_stopped_then_restarted():
+    broken_token("tpm2", lambda b, d: b.stop_tpm(), lambda b, d: b.start_tpm())
+
+
+@test
+def blob_copied_to_another_name_fails():
+    b, o = Backend("pkcs11"), HashOrigin()
+    try:
+        cfg = config(o, b, credential="other")
+        cfg["credentials"]["other"] = {"header": "Authorization", "format": "Bearer {secret}"}
+        with h.Daemon(cfg) as d:
+            eq(cli(d, "init")[0], 0, "init")
+            eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
+            vault = os.path.join(d.tmpdir, "vault")
+            shutil.copy(os.path.join(vault, "gh.sealed"), os.path.join(vault, "other.sealed"))
+            r = get(d, o)
+            eq(r.status, 503, "renamed blob refused")
+            eq(o.seen, [], "origin saw nothing")
+    finally:
+        o.close()
+        b.close()
+
+
+@test
+def pkcs11_wrong_pin():
+    b, o = Backend("pkcs11"), HashOrigin()
+    try:
+        with h.Daemon(config(o, b), start=False) as d:
+            eq(cli(d, "init")[0], 0, "init")
+            eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
+            os.environ["AIRLOCK_PIN"] = "0000"
+            rc, out = cli(d, "list")
+            d.start()
+            r = get(d, o)
+            eq(r.status, 503, "wrong PIN in the daemon")
+            eq(r.headers.get("x-airlock-decision"), "vault-unavailable", "decision")
+            rc, out = cli(d, "enroll", "x", secret=b"y\n")
+            eq(rc, 1, "enroll with a wrong PIN")
+            check("PIN" in out or "pin" in out, "the CLI names the PIN", out)
+    finally:
+        os.environ["AIRLOCK_PIN"] = PIN
+        o.close()
+        b.close()
+
+
+if __name__ == "__main__":
+    h.run()
