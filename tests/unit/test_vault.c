@@ -1,9 +1,11 @@
 /*
  * Unit tests for the vault: the blob file codec on hostile bytes (every truncation, bad
  * fields, trailing data), name rules, and enroll/unseal/list/remove on a real token:
- * SoftHSM2 per test by default, swtpm when AIRLOCK_TEST_BACKEND=tpm2.
+ * SoftHSM2 per test by default; a TPM when AIRLOCK_TEST_BACKEND=tpm2 (AIRLOCK_TEST_TCTI, or a
+ * swtpm of its own). Also the vault commands of the CLI (cmd/cli_vault.c).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -18,8 +20,12 @@
 
 #include <cmocka.h>
 
+#include "cmd/cli.h"
 #include "common/util.h"
+#include "policy/policy.h"
 #include "vault/vault.h"
+
+#define MODULE "/usr/lib/softhsm/libsofthsm2.so"
 
 struct env {
     const char *src;
@@ -73,6 +79,10 @@ group_setup(void **state)
     g.tpm2 = b != NULL && strcmp(b, "tpm2") == 0;
     if (!g.tpm2)
         return 0;
+    if (getenv("AIRLOCK_TEST_TCTI") != NULL) { /* a TPM the caller runs */
+        snprintf(g.tcti, sizeof(g.tcti), "%s", getenv("AIRLOCK_TEST_TCTI"));
+        return 0;
+    }
     snprintf(g.tpmdir, sizeof(g.tpmdir), "/tmp/airlock-vtpm-XXXXXX");
     if (mkdtemp(g.tpmdir) == NULL)
         return -1;
@@ -137,7 +147,7 @@ open_vault(void)
 {
     struct hsm_config cfg = {
         .backend = backend(),
-        .pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so",
+        .pkcs11_module = MODULE,
         .pkcs11_token_uri = "pkcs11:token=airlock",
         .pkcs11_pin = "env:AIRLOCK_TEST_PIN",
         .pkcs11_key_label = "airlock-vault",
@@ -497,6 +507,193 @@ test_copied_and_corrupt_blobs(void **state)
     vault_close(v);
 }
 
+/* Without a token configuration list and remove still work; the rest refuse. */
+static void
+test_headers_only(void **state)
+{
+    struct vault *v = open_vault(), *hv;
+    struct vault_entry *e = NULL;
+    struct secbuf *out = NULL;
+    struct err err = {0};
+    size_t n = 0;
+
+    enroll_ok(v, "github", SECRET, 0);
+    enroll_ok(v, "openai", SECRET, 0);
+    vault_close(v);
+    assert_non_null(hv = vault_open(NULL, g.vdir, &err));
+    assert_int_equal(vault_list(hv, &e, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(e[0].name, "github");
+    free(e);
+    assert_int_equal(vault_unseal(hv, "github", &out, &err), -1);
+    assert_null(out);
+    assert_int_equal(err.code, ERR_USAGE);
+    assert_int_equal(vault_enroll(hv, "x", (const unsigned char *)"s", 1, 0, &err), -1);
+    assert_int_equal(err.code, ERR_USAGE);
+    assert_int_equal(vault_init(hv, &err), -1);
+    assert_int_equal(vault_health(hv, &err), -1);
+    assert_int_equal(vault_remove(hv, "openai", &err), 0);
+    vault_close(hv);
+}
+
+/* ---- the CLI's vault commands ---- */
+
+/* The parts of a loaded policy that cmd/cli_vault.c reads. */
+static void
+cli_policy(struct policy *p, char *audit)
+{
+    memset(p, 0, sizeof(*p));
+    p->path = (char *)"test.yaml";
+    p->vault.backend = g.tpm2 ? POLICY_BACKEND_TPM2 : POLICY_BACKEND_PKCS11;
+    p->vault.dir = g.vdir;
+    p->vault.pkcs11_module = (char *)MODULE;
+    p->vault.pkcs11_token_uri = (char *)"pkcs11:token=airlock";
+    p->vault.pkcs11_pin = (char *)"env:AIRLOCK_TEST_PIN";
+    p->vault.pkcs11_key_label = (char *)"airlock-vault";
+    p->vault.tpm2_tcti = g.tcti;
+    p->vault.tpm2_primary_handle = HSM_TPM2_DEFAULT_PRIMARY;
+    p->audit_path = audit;
+}
+
+/* Runs cli_enroll with input on standard input (a regular file, so no prompt). */
+static int
+cli_enroll_with(const struct policy *p, const char *name, int replace, const void *in, size_t n)
+{
+    char path[256];
+    int fd, saved, rc;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/stdin", g.dir);
+    assert_non_null(f = fopen(path, "wb"));
+    assert_int_equal(fwrite(in, 1, n, f), n);
+    fclose(f);
+    assert_true((fd = open(path, O_RDONLY)) >= 0);
+    saved = dup(STDIN_FILENO);
+    dup2(fd, STDIN_FILENO);
+    close(fd);
+    rc = cli_enroll(p, name, replace);
+    dup2(saved, STDIN_FILENO);
+    close(saved);
+    return rc;
+}
+
+/* Runs cli_list with standard output captured into out. */
+static int
+cli_list_to(const struct policy *p, char *out, size_t cap)
+{
+    char path[256];
+    int fd, saved, rc;
+    ssize_t r;
+
+    snprintf(path, sizeof(path), "%s/stdout", g.dir);
+    fflush(stdout);
+    assert_true((fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600)) >= 0);
+    saved = dup(STDOUT_FILENO);
+    dup2(fd, STDOUT_FILENO);
+    rc = cli_list(p);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved);
+    r = pread(fd, out, cap - 1, 0);
+    close(fd);
+    out[r > 0 ? r : 0] = '\0';
+    return rc;
+}
+
+static void
+assert_vault_holds(const char *name, const void *want, size_t n)
+{
+    struct vault *v = open_vault();
+    struct secbuf *out = NULL;
+    struct err err = {0};
+
+    if (vault_unseal(v, name, &out, &err) == -1)
+        fail_msg("vault_unseal %s: %s", name, err.msg);
+    assert_int_equal(out->len, n);
+    assert_memory_equal(out->data, want, n);
+    secbuf_free(out);
+    vault_close(v);
+}
+
+static void
+test_cli_enroll(void **state)
+{
+    static char big[VAULT_SECRET_MAX + 2];
+    struct policy p;
+
+    cli_policy(&p, NULL);
+    vault_close(open_vault()); /* init */
+    assert_int_equal(cli_enroll_with(&p, "github", 0, "tok\r\n", 5), 0);
+    assert_vault_holds("github", "tok", 3);
+    assert_int_equal(cli_enroll_with(&p, "github", 0, "other\n", 6), 1); /* exists */
+    assert_int_equal(cli_enroll_with(&p, "github", 1, "two\n\n", 5), 0); /* strips one */
+    assert_vault_holds("github", "two\n", 4);
+    memset(big, 'b', sizeof(big));
+    big[VAULT_SECRET_MAX] = '\n';
+    assert_int_equal(cli_enroll_with(&p, "big", 0, big, VAULT_SECRET_MAX + 1), 0);
+    assert_vault_holds("big", big, VAULT_SECRET_MAX);
+    big[VAULT_SECRET_MAX] = 'b';
+    assert_int_equal(cli_enroll_with(&p, "big2", 0, big, VAULT_SECRET_MAX + 1), 1);
+    assert_int_equal(cli_enroll_with(&p, "big3", 0, big, sizeof(big)), 1);
+    assert_int_equal(cli_enroll_with(&p, "empty", 0, "", 0), 1);
+    assert_int_equal(cli_enroll_with(&p, "empty", 0, "\n", 1), 1);
+    assert_int_equal(cli_enroll_with(&p, "a/b", 0, "x\n", 2), 2);
+    assert_int_equal(access(g.vdir, F_OK), 0);
+    if (!g.tpm2) {
+        setenv("AIRLOCK_TEST_PIN", "9999", 1);
+        assert_int_equal(cli_enroll_with(&p, "gitlab", 0, "x\n", 2), 1);
+        setenv("AIRLOCK_TEST_PIN", "1234", 1);
+    }
+    p.vault.backend = POLICY_BACKEND_NONE;
+    assert_int_equal(cli_enroll_with(&p, "gitlab", 0, "x\n", 2), 2);
+    assert_int_equal(cli_init(&p), 2);
+}
+
+/* Last use comes from the newest 16 MiB of the audit log only. */
+static void
+test_cli_list_remove(void **state)
+{
+    static char out[4096];
+    char audit[256], *line;
+    struct vault *v = open_vault();
+    struct policy p;
+    FILE *f;
+    int i;
+
+    enroll_ok(v, "github", SECRET, 0);
+    enroll_ok(v, "openai", SECRET, 0);
+    vault_close(v);
+    snprintf(audit, sizeof(audit), "%s/audit.jsonl", g.dir);
+    assert_non_null(f = fopen(audit, "w"));
+    fputs("{\"ts\":\"2020-01-01T00:00:00.000Z\",\"credential\":\"openai\"}\n", f);
+    for (i = 0; i < 17 * 1024; i++) /* 17 MiB of records that name no credential */
+        fprintf(f, "{\"ts\":\"2021-01-01T00:00:00.000Z\",\"pad\":\"%01000d\"}\n", i);
+    fputs("{\"ts\":\"2026-01-01T00:00:00.000Z\",\"credential\":\"github\"}\n"
+          "not json \"credential\"\n"
+          "{\"ts\":\"2026-02-02T00:00:00.000Z\",\"credential\":\"github\"}\n"
+          "{\"ts\":\"2026-03-03T00:00:00.000Z\",\"credential\":\"githubx\"}\n", f);
+    fclose(f);
+    cli_policy(&p, audit);
+    setenv("AIRLOCK_TEST_PIN", "9999", 1); /* list and remove need no token */
+    assert_int_equal(cli_list_to(&p, out, sizeof(out)), 0);
+    assert_non_null(strstr(out, "NAME"));
+    assert_non_null(strstr(out, "LAST-USED"));
+    assert_non_null(line = strstr(out, "\ngithub "));
+    assert_non_null(strstr(line, g.tpm2 ? " tpm2 " : " pkcs11 "));
+    assert_non_null(strstr(line, "2026-02-02T00:00:00.000Z\n"));
+    assert_non_null(line = strstr(out, "\nopenai "));
+    assert_non_null(strstr(line, " -\n")); /* its only use is older than the tail */
+    assert_null(strstr(out, SECRET));
+    assert_int_equal(cli_remove(&p, "github"), 0);
+    assert_int_equal(cli_remove(&p, "github"), 1);
+    assert_int_equal(cli_remove(&p, "../x"), 2);
+    setenv("AIRLOCK_TEST_PIN", "1234", 1);
+    p.audit_path = NULL;
+    assert_int_equal(cli_list_to(&p, out, sizeof(out)), 0);
+    assert_null(strstr(out, "github"));
+    assert_non_null(strstr(out, "openai"));
+}
+
 int
 main(void)
 {
@@ -508,6 +705,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_replace_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_mode_and_no_plaintext, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copied_and_corrupt_blobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_headers_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cli_enroll, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cli_list_remove, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
