@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include <p11-kit/p11-kit.h>
+
 #include "hsm/hsm.h"
 
 #define MODULE "/usr/lib/softhsm/libsofthsm2.so"
@@ -353,6 +355,69 @@ test_token_lost_and_back(void **state)
     free(blob);
 }
 
+/* Logs the whole application out of every token, as another user of the module in this
+ * process could (PKCS#11 login state is per application, not per session). */
+static void
+logout_behind(void)
+{
+    CK_FUNCTION_LIST *m = p11_kit_module_load(MODULE, 0);
+    CK_SLOT_ID slots[8];
+    CK_ULONG n = 8, i;
+    CK_SESSION_HANDLE s;
+
+    assert_non_null(m);
+    assert_int_equal(p11_kit_module_initialize(m), CKR_OK);
+    assert_int_equal(m->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    for (i = 0; i < n; i++) {
+        if (m->C_OpenSession(slots[i], CKF_SERIAL_SESSION, NULL, NULL, &s) != CKR_OK)
+            continue;
+        (void)m->C_Logout(s);
+        m->C_CloseSession(s);
+    }
+    p11_kit_module_finalize(m);
+    p11_kit_module_release(m);
+}
+
+/* A session that lost its login under us: seal and unseal reconnect once and succeed
+ * without a health check first. */
+static void
+test_session_lost_retry(void **state)
+{
+    struct hsm *h = open_init();
+    unsigned char *blob = NULL, *blob2 = NULL;
+    size_t len = 0, len2 = 0;
+
+    seal_ok(h, AAD_GITHUB, sizeof(AAD_GITHUB), &blob, &len);
+    logout_behind();
+    assert_unseals(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, len);
+    logout_behind();
+    seal_ok(h, AAD_OPENAI, sizeof(AAD_OPENAI), &blob2, &len2);
+    assert_unseals(h, AAD_OPENAI, sizeof(AAD_OPENAI), blob2, len2);
+    hsm_close(h);
+    free(blob);
+    free(blob2);
+}
+
+/* Two handles on one token in one process (the daemon's proxy and device link do this):
+ * closing one must not log the other out or finalise the module under it. */
+static void
+test_two_handles(void **state)
+{
+    struct hsm_config cfg = config();
+    struct hsm *h1 = open_init(), *h2 = open_ok(&cfg);
+    unsigned char *blob = NULL;
+    struct err err = {0};
+    size_t len = 0;
+
+    seal_ok(h1, AAD_GITHUB, sizeof(AAD_GITHUB), &blob, &len);
+    assert_unseals(h2, AAD_GITHUB, sizeof(AAD_GITHUB), blob, len);
+    hsm_close(h1);
+    assert_int_equal(hsm_health(h2, &err), 0);
+    assert_unseals(h2, AAD_GITHUB, sizeof(AAD_GITHUB), blob, len);
+    hsm_close(h2);
+    free(blob);
+}
+
 static void
 test_close_null(void **state)
 {
@@ -374,6 +439,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pin_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_token_lost_and_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_lost_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
         cmocka_unit_test(test_close_null),
     };
 
