@@ -398,6 +398,57 @@ test_session_lost_retry(void **state)
     free(blob2);
 }
 
+/* Puts an AES key labelled "airlock-vault" on the token that may be extracted. */
+static void
+plant_weak_key(void)
+{
+    CK_FUNCTION_LIST *m = p11_kit_module_load(MODULE, 0);
+    CK_MECHANISM mech = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_ULONG len = 32, n = 8, i;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE t[] = {
+        {CKA_LABEL, "airlock-vault", 13}, {CKA_VALUE_LEN, &len, sizeof(len)},
+        {CKA_TOKEN, &yes, 1}, {CKA_PRIVATE, &yes, 1}, {CKA_SENSITIVE, &no, 1},
+        {CKA_EXTRACTABLE, &yes, 1}, {CKA_ENCRYPT, &yes, 1}, {CKA_DECRYPT, &yes, 1},
+    };
+    CK_SLOT_ID slots[8];
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE k;
+
+    assert_non_null(m);
+    assert_int_equal(p11_kit_module_initialize(m), CKR_OK);
+    assert_int_equal(m->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    for (i = 0; i < n; i++) {
+        if (m->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s) !=
+            CKR_OK)
+            continue;
+        if (m->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "1234", 4) == CKR_OK) {
+            assert_int_equal(m->C_GenerateKey(s, &mech, t, 8, &k), CKR_OK);
+            m->C_Logout(s);
+        }
+        m->C_CloseSession(s);
+    }
+    p11_kit_module_finalize(m);
+    p11_kit_module_release(m);
+}
+
+/* A key under our label that could leave the token is refused, not used. */
+static void
+test_refuses_extractable_key(void **state)
+{
+    struct hsm_config cfg = config();
+    struct err err = {0};
+    struct hsm *h;
+
+    plant_weak_key();
+    h = open_ok(&cfg);
+    assert_int_equal(hsm_init(h, &err), -1);
+    assert_int_equal(err.code, ERR_TOKEN);
+    assert_string_equal(err.msg,
+        "pkcs11: key \"airlock-vault\" is not a sensitive, non-extractable AES-256 key");
+    hsm_close(h);
+}
+
 /* Two handles on one token in one process (the daemon's proxy and device link do this):
  * closing one must not log the other out or finalise the module under it. */
 static void
@@ -441,6 +492,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_token_lost_and_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_lost_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refuses_extractable_key, setup, teardown),
         cmocka_unit_test(test_close_null),
     };
 
