@@ -157,6 +157,7 @@ static int
 check_key(struct ybuild *b, const struct ynode *map, const struct ynode *key,
     const yaml_event_t *ev)
 {
+    char q[64];
     size_t i;
 
     if (key->type != YNODE_SCALAR)
@@ -166,8 +167,9 @@ check_key(struct ybuild *b, const struct ynode *map, const struct ynode *key,
             POLICY_MAX_MAP_KEYS);
     for (i = 0; i < map->nkids; i += 2)
         if (strcmp(map->kids[i]->value, key->value) == 0)
-            return err_set(b->err, ERR_USAGE, "%s:%d:%d: duplicate key \"%.64s\" (first at "
-                "line %d)", b->path, key->line, key->col, key->value, map->kids[i]->line);
+            return err_set(b->err, ERR_USAGE, "%s:%d:%d: duplicate key \"%s\" (first at "
+                "line %d)", b->path, key->line, key->col, lquote(key->value, q, sizeof(q)),
+                map->kids[i]->line);
     return 0;
 }
 

@@ -187,7 +187,6 @@ static void
 test_full_config(void **state)
 {
     struct policy *p = load_ok(full_config);
-    const struct policy_rule *r;
 
     assert_int_equal(p->refcount, 1);
     assert_string_equal(p->path, cfgpath);
@@ -219,6 +218,15 @@ test_full_config(void **state)
         AF_INET6);
     assert_null(policy_resolve_lookup(p, "three.example.test"));
     assert_int_equal(p->network.nallow_cidrs, 2);
+    policy_unref(p);
+}
+
+static void
+test_full_config_rules(void **state)
+{
+    struct policy *p = load_ok(full_config);
+    const struct policy_rule *r;
+
     assert_int_equal(p->nagents, 1);
     assert_string_equal(p->agents[0].name, "ci-bot");
     assert_int_equal(p->agents[0].token_sha256[0], 0x9f);
@@ -743,6 +751,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_config),
+        cmocka_unit_test(test_full_config_rules),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_match),
         cmocka_unit_test(test_connection_verdicts),
