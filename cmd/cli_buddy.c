@@ -17,19 +17,6 @@
 #define BUDDY_CREDENTIAL "_buddy"
 #define PAIR_TIMEOUT_MS 10000
 
-static void
-hsm_config_from(const struct policy *p, struct hsm_config *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->backend = p->vault.backend == POLICY_BACKEND_TPM2 ? HSM_BACKEND_TPM2 : HSM_BACKEND_PKCS11;
-    cfg->pkcs11_module = p->vault.pkcs11_module;
-    cfg->pkcs11_token_uri = p->vault.pkcs11_token_uri;
-    cfg->pkcs11_pin = p->vault.pkcs11_pin;
-    cfg->pkcs11_key_label = p->vault.pkcs11_key_label;
-    cfg->tpm2_tcti = p->vault.tpm2_tcti;
-    cfg->tpm2_primary_handle = p->vault.tpm2_primary_handle;
-}
-
 /* The tty to use: the argument, else approvals.device.path, resolving "auto". */
 static int
 pick_tty(const struct policy *p, const char *arg, char *out, size_t cap)
@@ -89,7 +76,7 @@ cli_buddy_pair(const struct policy *p, const char *tty_path)
         return 2;
     /* The vault first: if the token is away, leave the device's current pairing alone. */
     err_clear(&err);
-    hsm_config_from(p, &cfg);
+    vault_config_from_policy(p, &cfg);
     if ((v = vault_open(&cfg, p->vault.dir, &err)) == NULL) {
         fprintf(stderr, "airlock: vault: %s\n", err.msg);
         return 1;

@@ -61,14 +61,7 @@ open_vault(const struct policy *p, const char *what, int token, int *rc)
         *rc = 2;
         return NULL;
     }
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.backend = policy_hsm_backend(p);
-    cfg.pkcs11_module = p->vault.pkcs11_module;
-    cfg.pkcs11_token_uri = p->vault.pkcs11_token_uri;
-    cfg.pkcs11_pin = p->vault.pkcs11_pin;
-    cfg.pkcs11_key_label = p->vault.pkcs11_key_label;
-    cfg.tpm2_tcti = p->vault.tpm2_tcti;
-    cfg.tpm2_primary_handle = p->vault.tpm2_primary_handle;
+    vault_config_from_policy(p, &cfg);
     err_clear(&err);
     if ((v = vault_open(token ? &cfg : NULL, p->vault.dir, &err)) == NULL) {
         fprintf(stderr, "airlock: %s: %s\n", what, err.msg);

@@ -12,7 +12,6 @@
 #include "common/log.h"
 #include "device/buddy.h"
 #include "hsm/hsm.h"
-#include "proxy/proxy.h"
 #include "vault/vault.h"
 
 static void
@@ -64,7 +63,7 @@ device_key(const struct policy *p, struct err *err)
         err_set(err, ERR_USAGE, "approvals.device.auth is hmac but no vault holds the pair key");
         return NULL;
     }
-    proxy_vault_config(p, &cfg);
+    vault_config_from_policy(p, &cfg);
     if ((v = vault_open(&cfg, p->vault.dir, err)) == NULL)
         return NULL;
     if (vault_unseal(v, "_buddy", &key, err) == 0 && key->len != 32) {

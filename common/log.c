@@ -24,6 +24,9 @@ log_verbose(void)
     return log_level_verbose;
 }
 
+static void log_vemit(const char *level, const char *fmt, va_list ap, const char *suffix)
+    __attribute__((format(printf, 2, 0)));
+
 static void
 log_vemit(const char *level, const char *fmt, va_list ap, const char *suffix)
 {

@@ -82,19 +82,6 @@ inject_free(struct proxy *px)
     px->inject = NULL;
 }
 
-void
-proxy_vault_config(const struct policy *p, struct hsm_config *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->backend = p->vault.backend == POLICY_BACKEND_TPM2 ? HSM_BACKEND_TPM2 : HSM_BACKEND_PKCS11;
-    cfg->pkcs11_module = p->vault.pkcs11_module;
-    cfg->pkcs11_token_uri = p->vault.pkcs11_token_uri;
-    cfg->pkcs11_pin = p->vault.pkcs11_pin;
-    cfg->pkcs11_key_label = p->vault.pkcs11_key_label;
-    cfg->tpm2_tcti = p->vault.tpm2_tcti;
-    cfg->tpm2_primary_handle = p->vault.tpm2_primary_handle;
-}
-
 /* The vault, opened on first use and reopened after the token comes back. */
 static struct vault *
 inject_vault(struct proxy *px, const struct policy *p, struct err *err)
@@ -113,7 +100,7 @@ inject_vault(struct proxy *px, const struct policy *p, struct err *err)
         err_set(err, ERR_TOKEN, "token unavailable (retrying shortly)");
         return NULL;
     }
-    proxy_vault_config(p, &cfg);
+    vault_config_from_policy(p, &cfg);
     if ((st->vault = vault_open(&cfg, p->vault.dir, err)) == NULL)
         st->retry_after_us = now + 250000;
     return st->vault;

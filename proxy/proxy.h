@@ -46,8 +46,5 @@ void proxy_drain(struct proxy *px, uint64_t grace_ms, void (*done)(void *arg), v
 void proxy_stats(const struct proxy *px, struct proxy_stats *out);
 void proxy_free(struct proxy *px);
 
-struct hsm_config;
-/* The token settings of p's vault section, as the vault module takes them (strings borrowed). */
-void proxy_vault_config(const struct policy *p, struct hsm_config *cfg);
 
 #endif

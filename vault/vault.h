@@ -50,6 +50,10 @@ int vault_health(struct vault *v, struct err *err);
 /* Closes the token; NULL is a no-op. */
 void vault_close(struct vault *v);
 
+struct policy;
+/* The token settings of p's vault section (strings borrowed from p). */
+void vault_config_from_policy(const struct policy *p, struct hsm_config *cfg);
+
 /* 1 if name matches [A-Za-z0-9_-]{1,64} ("_buddy", "_ca" are internal names). */
 int vault_name_valid(const char *name);
 
