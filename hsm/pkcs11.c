@@ -157,10 +157,12 @@ p11_find_slot(struct p11 *p, CK_SLOT_ID *out, struct err *err)
     CK_TOKEN_INFO info;
     CK_RV rv;
 
-    rv = p->mod->C_GetSlotList(CK_TRUE, slots, &n);
-    if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)
+    /* CKR_BUFFER_TOO_SMALL leaves the array unfilled (PKCS#11 v2.40 5.2): no partial scan. */
+    if ((rv = p->mod->C_GetSlotList(CK_TRUE, slots, &n)) == CKR_BUFFER_TOO_SMALL)
+        return err_set(err, ERR_TOKEN, "pkcs11: module has more than %d slots", P11_MAX_SLOTS);
+    if (rv != CKR_OK)
         return p11_fail(p, rv, "slot list", err);
-    if (n > P11_MAX_SLOTS) /* more slots than we scan: look at the first ones only */
+    if (n > P11_MAX_SLOTS) /* a module that overstates what it wrote */
         n = P11_MAX_SLOTS;
     for (i = 0; i < n; i++) {
         if (p->mod->C_GetTokenInfo(slots[i], &info) != CKR_OK)
