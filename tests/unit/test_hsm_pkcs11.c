@@ -407,9 +407,14 @@ plant_weak_key(void)
     CK_ULONG len = 32, n = 8, i;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     CK_ATTRIBUTE t[] = {
-        {CKA_LABEL, "airlock-vault", 13}, {CKA_VALUE_LEN, &len, sizeof(len)},
-        {CKA_TOKEN, &yes, 1}, {CKA_PRIVATE, &yes, 1}, {CKA_SENSITIVE, &no, 1},
-        {CKA_EXTRACTABLE, &yes, 1}, {CKA_ENCRYPT, &yes, 1}, {CKA_DECRYPT, &yes, 1},
+        {CKA_LABEL, "airlock-vault", 13},
+        {CKA_VALUE_LEN, &len, sizeof(len)},
+        {CKA_TOKEN, &yes, 1},
+        {CKA_PRIVATE, &yes, 1},
+        {CKA_SENSITIVE, &no, 1},
+        {CKA_EXTRACTABLE, &yes, 1},
+        {CKA_ENCRYPT, &yes, 1},
+        {CKA_DECRYPT, &yes, 1},
     };
     CK_SLOT_ID slots[8];
     CK_SESSION_HANDLE s;
@@ -444,8 +449,8 @@ test_refuses_extractable_key(void **state)
     h = open_ok(&cfg);
     assert_int_equal(hsm_init(h, &err), -1);
     assert_int_equal(err.code, ERR_TOKEN);
-    assert_string_equal(err.msg,
-        "pkcs11: key \"airlock-vault\" is not a sensitive, non-extractable AES-256 key");
+    assert_string_equal(
+        err.msg, "pkcs11: key \"airlock-vault\" is not a sensitive, non-extractable AES-256 key");
     hsm_close(h);
 }
 

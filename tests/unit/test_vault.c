@@ -671,7 +671,8 @@ test_cli_list_remove(void **state)
     fputs("{\"ts\":\"2026-01-01T00:00:00.000Z\",\"credential\":\"github\"}\n"
           "not json \"credential\"\n"
           "{\"ts\":\"2026-02-02T00:00:00.000Z\",\"credential\":\"github\"}\n"
-          "{\"ts\":\"2026-03-03T00:00:00.000Z\",\"credential\":\"githubx\"}\n", f);
+          "{\"ts\":\"2026-03-03T00:00:00.000Z\",\"credential\":\"githubx\"}\n",
+          f);
     fclose(f);
     cli_policy(&p, audit);
     setenv("AIRLOCK_TEST_PIN", "9999", 1); /* list and remove need no token */
