@@ -74,12 +74,23 @@ make_key(char *out, const char *host, uint16_t port)
     return snprintf(out, KEY_MAX, "%s %u", host, port) < KEY_MAX ? 0 : -1;
 }
 
-/* Takes ownership of sess: replaces the entry for key, or fills the least recently used. */
+/*
+ * Stores a copy of sess (the caller keeps its reference): replaces the entry for key, or
+ * fills the least recently used slot. A copy, because OpenSSL marks a connection's own
+ * session not resumable when that SSL is freed without a close_notify, which is how
+ * proxied connections usually end.
+ */
 static void
-map_store(struct sess_map *map, const char *key, SSL_SESSION *sess)
+map_store(struct sess_map *map, const char *key, SSL_SESSION *orig)
 {
     struct sess_entry *slot = NULL;
+    SSL_SESSION *sess;
     size_t i;
+
+    if ((sess = SSL_SESSION_dup(orig)) == NULL) {
+        ERR_clear_error();
+        return;
+    }
 
     for (i = 0; i < TLS_SESSION_CACHE_MAX && slot == NULL; i++)
         if (map->e[i].sess != NULL && strcmp(map->e[i].key, key) == 0)
@@ -133,7 +144,7 @@ new_session_cb(SSL *ssl, SSL_SESSION *sess)
         !SSL_SESSION_is_resumable(sess))
         return 0;
     map_store(map, st->key, sess);
-    return 1; /* we keep the reference */
+    return 0; /* OpenSSL drops its reference; the map holds a copy */
 }
 
 static void
@@ -255,11 +266,9 @@ tls_upstream_session_save(SSL_CTX *ctx, SSL *ssl, const char *host, uint16_t por
         return;
     /* Under TLS 1.3 the handshake's own session is not resumable until a ticket arrives;
      * new_session_cb stores it then. */
-    if (!SSL_SESSION_is_resumable(sess)) {
-        SSL_SESSION_free(sess);
-        return;
-    }
-    map_store(map, key, sess);
+    if (SSL_SESSION_is_resumable(sess))
+        map_store(map, key, sess);
+    SSL_SESSION_free(sess);
 }
 
 const char *
