@@ -240,7 +240,7 @@ p11_read_pin(const char *ref, struct secbuf **out, struct err *err)
 static int
 p11_login(struct p11 *p, struct err *err)
 {
-    struct secbuf *pin;
+    struct secbuf *pin = NULL;
     CK_RV rv;
 
     if (p11_read_pin(p->pin_ref, &pin, err) == -1)
@@ -260,7 +260,7 @@ p11_login(struct p11 *p, struct err *err)
 static int
 p11_connect(struct p11 *p, struct err *err)
 {
-    CK_SLOT_ID slot;
+    CK_SLOT_ID slot = 0;
     CK_RV rv;
 
     if (p11_load(p, err) == -1)
@@ -366,7 +366,7 @@ p11_find_key(struct p11 *p, int *found, struct err *err)
 static int
 p11_need_key(struct p11 *p, struct err *err)
 {
-    int found;
+    int found = 0;
 
     if (p->have_key)
         return 0;
@@ -399,7 +399,7 @@ p11_do_init(struct p11 *p, void *arg, struct err *err)
     };
     CK_OBJECT_HANDLE key;
     CK_RV rv;
-    int found;
+    int found = 0;
 
     if (p11_find_key(p, &found, err) == -1)
         return -1;
@@ -428,10 +428,10 @@ p11_gcm(CK_GCM_PARAMS *gcm, CK_MECHANISM *mech, unsigned char *iv, const struct 
     memset(gcm, 0, sizeof(*gcm));
     gcm->pIv = iv;
     gcm->ulIvLen = P11_IV_BYTES;
-    gcm->ulIvBits = P11_IV_BYTES * 8;
+    gcm->ulIvBits = P11_IV_BYTES * 8UL;
     gcm->pAAD = (CK_BYTE_PTR)a->aad;
     gcm->ulAADLen = a->aad_len;
-    gcm->ulTagBits = P11_TAG_BYTES * 8;
+    gcm->ulTagBits = P11_TAG_BYTES * 8UL;
     mech->mechanism = CKM_AES_GCM;
     mech->pParameter = gcm;
     mech->ulParameterLen = sizeof(*gcm);
