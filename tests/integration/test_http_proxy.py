@@ -230,6 +230,101 @@ def inject_without_vault_is_503_vault_unavailable():
 
 
 @test
+def generated_response_keeps_connection_open(d):
+    # SPEC section 10: a refusal of a well-formed bodiless request keeps the connection.
+    seen = len(ORIGIN.requests)
+    r = h.curl(url("/admin/no"), proxy=d.proxy_url(), write_out="%{http_code} %{num_connects}\n",
+               extra_urls=[url("/after-deny")])
+    eq(r.write_out.split(), ["403", "1", "200", "0"], "codes and new connections")
+    eq([q["path"] for q in ORIGIN.requests[seen:]], ["/after-deny"], "origin paths")
+
+
+@test
+def upstream_refused_is_502_upstream_connect():
+    closed = h.free_port()
+    cfg = h.base_config([h.rule("closed", ports=[closed])])
+    with h.Daemon(cfg) as d:
+        r = h.curl("http://api.example.test:%d/" % closed, proxy=d.proxy_url())
+        eq(r.status, 502, "status")
+        eq(r.headers.get("x-airlock-decision"), "upstream-connect", "decision")
+        eq(r.headers.get("x-airlock-rule"), "closed", "rule")
+        rec = audit_after(d, 0)[0]
+        check_record(rec, decision="upstream-connect", status=502, rule="closed")
+        eq(d.stop(), 0, "exit status")
+
+
+@test
+def connection_limit_is_503():
+    import socket
+    cfg = h.base_config([h.rule("api", ports=[ORIGIN.port])],
+                        limits={"max_connections": 2})
+    with h.Daemon(cfg) as d:
+        def req(path):
+            return ("GET %s HTTP/1.1\r\nHost: api.example.test:%d\r\nProxy-Authorization: "
+                    "%s\r\n\r\n" % (url(path), ORIGIN.port, h.basic_auth())).encode()
+        held = []
+        try:
+            # Two kept-alive connections that were served: both certainly count.
+            for i in range(2):
+                s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
+                held.append(s)
+                s.sendall(req("/held/%d" % i))
+                eq(h.read_http_response(s)[0], 200, "held connection %d served" % i)
+            status, hdrs, _, _ = h.raw_http(d.http_port, req("/over"))
+            eq(status, 503, "status over the limit")
+            eq(hdrs.get("x-airlock-decision"), "connection-limit", "decision")
+            eq(hdrs.get("connection", "").lower(), "close", "Connection header")
+        finally:
+            for s in held:
+                s.close()
+        deadline = h.time.monotonic() + 5
+        status = 0
+        while status != 200 and h.time.monotonic() < deadline:
+            status = h.curl(url("/under"), proxy=d.proxy_url()).status
+            if status != 200:
+                h.time.sleep(0.1)
+        eq(status, 200, "status once connections were released")
+        eq(d.stop(), 0, "exit status")
+
+
+@test
+def header_and_idle_timeouts_close_connections():
+    import socket
+    cfg = h.base_config([h.rule("api", ports=[ORIGIN.port])],
+                        limits={"header_timeout": "1s", "idle_timeout": "2s"})
+    with h.Daemon(cfg) as d:
+        with socket.create_connection(("127.0.0.1", d.http_port), timeout=5) as s:
+            t0 = h.time.monotonic()
+            s.sendall(("GET %s HTTP/1.1\r\nHost: api.example.test\r\n" % url("/partial"))
+                      .encode())
+            h.recv_all(s, 6.0)
+            took = h.time.monotonic() - t0
+            check(0.8 <= took < 5.0, "header timeout 1s closed after %.2fs" % took)
+        with socket.create_connection(("127.0.0.1", d.http_port), timeout=5) as s:
+            s.sendall(("GET %s HTTP/1.1\r\nHost: api.example.test\r\nProxy-Authorization: "
+                       "%s\r\n\r\n" % (url("/idle"), h.basic_auth())).encode())
+            status, _, _, _ = h.read_http_response(s)
+            eq(status, 200, "status before idling")
+            t0 = h.time.monotonic()
+            rest = h.recv_all(s, 8.0)
+            took = h.time.monotonic() - t0
+            eq(rest, b"", "bytes while idle")
+            check(1.5 <= took < 6.0, "idle timeout 2s closed after %.2fs" % took)
+        eq(d.stop(), 0, "exit status")
+
+
+@test
+def no_agents_means_no_authentication():
+    cfg = h.base_config([h.rule("api", ports=[ORIGIN.port])], agents=[])
+    with h.Daemon(cfg) as d:
+        r = h.curl(url("/anon"), proxy=d.proxy_url(user=None))
+        eq(r.status, 200, "status without credentials (%s)" % r.stderr)
+        rec = audit_after(d, 0)[0]
+        check_record(rec, agent="-", decision="allow", status=200)
+        eq(d.stop(), 0, "exit status")
+
+
+@test
 def every_decision_is_audited_in_order(d):
     recs = d.audit_records()
     check(len(recs) >= 10, "too few audit records", len(recs))
