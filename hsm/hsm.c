@@ -15,7 +15,12 @@ hsm_ops_for(enum hsm_backend b, struct err *err)
     case HSM_BACKEND_PKCS11:
         return &hsm_pkcs11_ops;
     case HSM_BACKEND_TPM2:
+#ifdef AIRLOCK_HAVE_TPM2
         return &hsm_tpm2_ops;
+#else
+        err_set(err, ERR_USAGE, "tpm2 backend not built");
+        return NULL;
+#endif
     }
     err_set(err, ERR_USAGE, "unknown token backend %d", (int)b);
     return NULL;
