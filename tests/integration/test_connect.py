@@ -68,6 +68,34 @@ def https_through_blind_tunnel(d):
 
 
 @test
+def blind_tunnel_shows_the_origin_certificate(d):
+    # A plain allow rule is a blind tunnel (SPEC section 3 step 3): the client must see
+    # the origin's own certificate, not one minted by airlock.
+    import socket
+    import ssl
+    port = S["tls"].port
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
+    try:
+        s.sendall(("CONNECT api.example.test:%d HTTP/1.1\r\nHost: api.example.test:%d\r\n"
+                   "Proxy-Authorization: %s\r\n\r\n" % (port, port, h.basic_auth())).encode())
+        status, _, _, raw = h.read_http_response(s)
+        eq(status, 200, "CONNECT status")
+        check(raw.endswith(b"\r\n\r\n"), "bytes after the CONNECT reply", raw)
+        ctx = ssl.create_default_context(cafile=CA)
+        s.settimeout(5)
+        with ctx.wrap_socket(s, server_hostname="api.example.test") as t:
+            der = t.getpeercert(binary_form=True)
+            t.sendall(b"GET /cert HTTP/1.1\r\nHost: api.example.test\r\n"
+                      b"Connection: close\r\n\r\n")
+            eq(h.read_http_response(t)[0], 200, "status inside the tunnel")
+    finally:
+        s.close()
+    with open(TLS[0]) as f:
+        want = ssl.PEM_cert_to_DER_cert(f.read())
+    eq(der, want, "certificate seen through the tunnel")
+
+
+@test
 def tunnel_carries_bulk_both_ways(d):
     body = os.urandom(2 * 1024 * 1024 + 3)
     r = h.curl(https("/up"), proxy=d.proxy_url(), args=["--cacert", CA], data=body,

@@ -228,5 +228,21 @@ def daemon_survives_garbage(d):
        "still serving")
 
 
+@test
+def no_agents_means_method_0x00():
+    with h.Origin() as o:
+        cfg = h.base_config([h.rule("api", ports=[o.port])], agents=[])
+        with h.Daemon(cfg) as d:
+            s, greet = open_socks(d, b"\x00\x02")
+            with s:
+                eq(greet, b"\x05\x00", "method selection without agents")
+                eq(request(s, host="api.example.test", port=o.port), b"\x05\x00", "reply")
+            r = h.curl("http://api.example.test:%d/anon" % o.port, socks5=socks(d))
+            eq(r.status, 200, "curl without credentials (%s)" % r.stderr)
+            recs = d.wait_audit(2)
+            check(recs and all(x.get("agent") == "-" for x in recs), "audit agent", recs)
+            eq(d.stop(), 0, "exit status")
+
+
 if __name__ == "__main__":
     h.run(fixture)
