@@ -208,7 +208,10 @@ set_identity(SSL *ssl, const char *host, int is_ip)
         return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) == 1 ? 0 : -1;
     if (SSL_set_tlsext_host_name(ssl, host) != 1 || SSL_set1_host(ssl, host) != 1)
         return -1;
-    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    /* No "api*.example.com" wildcards, and no falling back to the subject CN when the
+     * certificate has no DNS SAN (RFC 6125 6.4.4; browsers dropped it long ago). */
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+        X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
     return 0;
 }
 

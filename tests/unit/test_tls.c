@@ -755,6 +755,71 @@ test_upstream_verification(void **state)
     tls_minter_free(m);
 }
 
+/* A leaf for the minter's key signed by the test CA, with the given CN and SAN (or none). */
+static X509 *
+custom_leaf(struct tls_minter *m, const char *cn, const char *san)
+{
+    X509 *x = X509_new(), *ca = pem_to_x509(fx.ca_pem);
+    EVP_PKEY *cakey = der_to_key(fx.ca_key);
+    X509_EXTENSION *ext;
+    X509V3_CTX v3;
+    time_t now = time(NULL);
+
+    assert_non_null(x);
+    assert_true(X509_set_version(x, X509_VERSION_3));
+    assert_true(ASN1_INTEGER_set(X509_get_serialNumber(x), 4242));
+    assert_non_null(X509_time_adj_ex(X509_getm_notBefore(x), 0, -60, &now));
+    assert_non_null(X509_time_adj_ex(X509_getm_notAfter(x), 1, 0, &now));
+    assert_true(X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+        (const unsigned char *)cn, -1, -1, 0));
+    assert_true(X509_set_issuer_name(x, X509_get_subject_name(ca)));
+    assert_true(X509_set_pubkey(x, tls_minter_leaf_key(m)));
+    if (san != NULL) {
+        X509V3_set_ctx(&v3, ca, x, NULL, NULL, 0);
+        ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+        assert_non_null(ext);
+        assert_true(X509_add_ext(x, ext, -1));
+        X509_EXTENSION_free(ext);
+    }
+    assert_true(X509_sign(x, cakey, EVP_sha256()) > 0);
+    EVP_PKEY_free(cakey);
+    X509_free(ca);
+    return x;
+}
+
+/* Hostname checks are strict: no partial wildcards, no CN fallback; full wildcards work. */
+static void
+test_upstream_name_rules(void **state)
+{
+    static const struct {
+        const char *cn, *san, *host;
+        int ok;
+    } cases[] = {
+        {"api1.example.test", "DNS:api*.example.test", "api1.example.test", 0},
+        {"api.example.test", NULL, "api.example.test", 0},
+        {"wild", "DNS:*.example.test", "api.example.test", 1},
+        {"wild", "DNS:*.example.test", "a.b.example.test", 0},
+    };
+    struct tls_minter *m = new_minter();
+    SSL_CTX *cctx = upstream_ctx(fx.ca_path), *octx;
+    char reason[256];
+    size_t i;
+    X509 *x;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        x = custom_leaf(m, cases[i].cn, cases[i].san);
+        octx = origin_ctx(x, tls_minter_leaf_key(m), 0);
+        assert_int_equal(upstream_try(cctx, octx, cases[i].host, reason, sizeof(reason)),
+            cases[i].ok ? 0 : -1);
+        if (!cases[i].ok)
+            assert_string_equal(reason, "certificate verify failed: hostname mismatch");
+        SSL_CTX_free(octx);
+        X509_free(x);
+    }
+    SSL_CTX_free(cctx);
+    tls_minter_free(m);
+}
+
 static X509 *
 read_cert(const char *path)
 {
@@ -857,6 +922,7 @@ main(void)
         cmocka_unit_test_setup(test_handshake_sni_mismatch, reset),
         cmocka_unit_test_setup(test_handshake_sni_absent_and_alpn, reset),
         cmocka_unit_test_setup(test_upstream_verification, reset),
+        cmocka_unit_test_setup(test_upstream_name_rules, reset),
         cmocka_unit_test_setup(test_upstream_expired, reset),
         cmocka_unit_test_setup(test_upstream_resumption, reset),
     };
