@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "hsm/hsm.h"
 #include "policy/policy.h"
+#include "proxy/tls.h"
 #include "vault/vault.h"
 
 #define AUDIT_TAIL_BYTES (16u << 20) /* last-used looks at the newest 16 MiB of audit */
@@ -70,6 +71,12 @@ open_vault(const struct policy *p, const char *what, int token, int *rc)
     return v;
 }
 
+static int
+seal_ca_key(void *arg, const struct secbuf *key_der, struct err *err)
+{
+    return vault_enroll(arg, "_ca", key_der->data, key_der->len, 1, err);
+}
+
 int
 cli_init(const struct policy *p)
 {
@@ -85,9 +92,12 @@ cli_init(const struct policy *p)
         vault_close(v);
         return exit_for(&err);
     }
-    /* Local CA hook (SPEC section 5): once the TLS module offers it, create the CA here if
-     * absent, sealing its private key in this vault as "_ca" and writing state_dir/ca.pem,
-     * so one `airlock init` prepares both. */
+    /* The local CA (SPEC section 5): its key is sealed in this vault as "_ca". */
+    if (p->tls.intercept && tls_ca_init(p->state_dir, seal_ca_key, v, &err) == -1) {
+        fprintf(stderr, "airlock: init: local CA: %s\n", err.msg);
+        vault_close(v);
+        return exit_for(&err);
+    }
     if (p->vault.backend == POLICY_BACKEND_TPM2)
         printf("vault ready (tpm2, %s)\n", p->vault.tpm2_tcti ? p->vault.tpm2_tcti : "-");
     else

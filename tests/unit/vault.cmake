@@ -2,5 +2,5 @@
 # (AIRLOCK_TEST_BACKEND=tpm2 runs the vault tests on a TPM: AIRLOCK_TEST_TCTI or a swtpm of
 # their own). cmd/cli_vault.c (init/enroll/list/remove) is linked into the vault test.
 airlock_unit_test(test_hsm_pkcs11 airlock_hsm airlock_common)
-airlock_unit_test(test_vault airlock_vault airlock_hsm airlock_common PkgConfig::JANSSON)
+airlock_unit_test(test_vault airlock_vault airlock_tls airlock_hsm airlock_common PkgConfig::JANSSON)
 target_sources(test_vault PRIVATE ${CMAKE_SOURCE_DIR}/cmd/cli_vault.c)
