@@ -22,8 +22,8 @@
 #include "policy/policy.h"
 #include "proxy/tls.h"
 
-#define TOKEN_MAX 1024                      /* longest proxy password accepted */
-#define ENV_OUT_MAX (64 * 1024)             /* every line of `airlock env` together */
+#define TOKEN_MAX 1024          /* longest proxy password accepted */
+#define ENV_OUT_MAX (64 * 1024) /* every line of `airlock env` together */
 #define SYSTEM_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 #define SYSTEM_BUNDLE_MAX (16 * 1024 * 1024)
 
@@ -117,7 +117,7 @@ read_token(const char *agent, const char *token_file, struct secbuf *sb)
     }
     if (rc == -1 || sb->len == 0) {
         fprintf(stderr, "airlock: env: cannot read the token for agent %s (%s)\n", agent,
-            rc == -1 ? "unreadable or longer than 1024 bytes" : "empty");
+                rc == -1 ? "unreadable or longer than 1024 bytes" : "empty");
         return -1;
     }
     return 0;
@@ -133,7 +133,7 @@ check_agent(const struct policy *p, const char *agent, const struct secbuf *toke
         ;
     if (i == p->nagents) {
         fprintf(stderr, "airlock: env: %s: no agent named \"%s\"%s\n", p->path, agent,
-            p->nagents == 0 ? " (no agents are configured, so none is needed)" : "");
+                p->nagents == 0 ? " (no agents are configured, so none is needed)" : "");
         return -1;
     }
     if (policy_authenticate(p, agent, (const char *)token->data, token->len) == NULL) {
@@ -202,30 +202,42 @@ dial_text(const struct policy_listen *l, char *out, size_t outlen)
     net_format_addr((struct sockaddr *)&ss, out, outlen);
 }
 
-/* Exports upper- and lower-case NAME as scheme://[agent:token@]host:port. */
+/* scheme://[agent:token@]host:port into url, in order. */
+static int
+build_url(struct secbuf *url, const char *scheme, const char *hostport, const char *agent,
+          const struct secbuf *token)
+{
+    if (add_str(url, scheme) == -1 || add_str(url, "://") == -1)
+        return -1;
+    if (agent != NULL) {
+        if (add_pct(url, (const unsigned char *)agent, strlen(agent)) == -1 ||
+            add_str(url, ":") == -1 || add_pct(url, token->data, token->len) == -1 ||
+            add_str(url, "@") == -1)
+            return -1;
+    }
+    return add_str(url, hostport);
+}
+
+/* Exports upper- and lower-case NAME as the proxy URL of listener l. */
 static int
 add_proxy(struct secbuf *out, const char *const names[2], const char *scheme,
-    const struct policy_listen *l, const char *agent, const struct secbuf *token)
+          const struct policy_listen *l, const char *agent, const struct secbuf *token)
 {
     char hostport[128];
     struct secbuf *url;
-    int rc;
+    int rc = -1;
 
     if (!l->enabled)
         return 0;
     if ((url = secbuf_new(4 * TOKEN_MAX)) == NULL)
         return -1;
     dial_text(l, hostport, sizeof(hostport));
-    /* || evaluates left to right and stops at the first failure: the URL is built in order. */
-    rc = add_str(url, scheme) == -1 || add_str(url, "://") == -1 ||
-         (agent != NULL &&
-             (add_pct(url, (const unsigned char *)agent, strlen(agent)) == -1 ||
-                 add_str(url, ":") == -1 || add_pct(url, token->data, token->len) == -1 ||
-                 add_str(url, "@") == -1)) ||
-         add_str(url, hostport) == -1 || add_export(out, names[0], url->data, url->len) == -1 ||
-         add_export(out, names[1], url->data, url->len) == -1;
+    if (build_url(url, scheme, hostport, agent, token) == 0 &&
+        add_export(out, names[0], url->data, url->len) == 0 &&
+        add_export(out, names[1], url->data, url->len) == 0)
+        rc = 0;
     secbuf_free(url);
-    return rc ? -1 : 0;
+    return rc;
 }
 
 /*
@@ -245,8 +257,8 @@ write_bundle(const char *ca_pem, const char *bundle)
         return -1;
     }
     if ((sys = util_read_file(SYSTEM_BUNDLE, SYSTEM_BUNDLE_MAX, &sys_len)) == NULL)
-        fprintf(stderr, "airlock: env: %s unreadable: %s trusts only airlock's CA\n",
-            SYSTEM_BUNDLE, bundle);
+        fprintf(stderr, "airlock: env: %s unreadable: %s trusts only airlock's CA\n", SYSTEM_BUNDLE,
+                bundle);
     n = sys_len + 1 + ca_len;
     if ((all = malloc(n)) != NULL) {
         memcpy(all, sys != NULL ? sys : "", sys_len);
@@ -269,14 +281,13 @@ static int
 add_trust(struct secbuf *out, const char *bundle, const char *ca_pem)
 {
     static const char *const bundle_vars[] = {"SSL_CERT_FILE", "CURL_CA_BUNDLE",
-        "REQUESTS_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT"};
+                                              "REQUESTS_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT"};
     size_t i;
 
     for (i = 0; i < sizeof(bundle_vars) / sizeof(bundle_vars[0]); i++)
         if (add_export(out, bundle_vars[i], (const unsigned char *)bundle, strlen(bundle)) == -1)
             return -1;
-    return add_export(out, "NODE_EXTRA_CA_CERTS", (const unsigned char *)ca_pem,
-        strlen(ca_pem));
+    return add_export(out, "NODE_EXTRA_CA_CERTS", (const unsigned char *)ca_pem, strlen(ca_pem));
 }
 
 static int
@@ -297,8 +308,7 @@ write_all(int fd, const unsigned char *p, size_t n)
 
 /* Assembles every export line into out; 0, or -1 after printing why. */
 static int
-build_env(const struct policy *p, const char *agent, const struct secbuf *token,
-    struct secbuf *out)
+build_env(const struct policy *p, const char *agent, const struct secbuf *token, struct secbuf *out)
 {
     static const char *const http[2] = {"HTTP_PROXY", "http_proxy"};
     static const char *const https[2] = {"HTTPS_PROXY", "https_proxy"};

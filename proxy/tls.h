@@ -16,9 +16,9 @@
 #include "common/err.h"
 #include "common/secmem.h"
 
-#define TLS_FINGERPRINT_LEN 96        /* "AB:CD:...": 32 * 3 bytes including the NUL */
-#define TLS_LEAF_CACHE_DEFAULT 1024   /* minted certificates kept in memory */
-#define TLS_SESSION_CACHE_MAX 64      /* upstream host:port sessions kept for resumption */
+#define TLS_FINGERPRINT_LEN 96      /* "AB:CD:...": 32 * 3 bytes including the NUL */
+#define TLS_LEAF_CACHE_DEFAULT 1024 /* minted certificates kept in memory */
+#define TLS_SESSION_CACHE_MAX 64    /* upstream host:port sessions kept for resumption */
 
 /*
  * Local CA (airlock init): ECDSA P-256, 10 years, subject CN "airlock local CA (<hostname>)",
@@ -27,7 +27,7 @@
  * memory (caller: secbuf_free) and *cert_pem a malloc'd PEM string (caller: free).
  */
 int tls_ca_generate(const char *hostname, struct secbuf **key_der, char **cert_pem,
-    struct err *err);
+                    struct err *err);
 
 /* SHA-256 fingerprint "AB:CD:..." of the PEM certificate at pem_path; outlen must be at least
  * TLS_FINGERPRINT_LEN. */
@@ -52,7 +52,7 @@ struct tls_minter;
 
 /* Loads the CA certificate and generates the per-run ECDSA P-256 leaf key. */
 struct tls_minter *tls_minter_new(const char *ca_pem_path, tls_ca_key_fn get_key, void *arg,
-    struct err *err);
+                                  struct err *err);
 void tls_minter_free(struct tls_minter *m); /* NULL is a no-op */
 /* Bounds the LRU cache (at least 1); evicts the oldest entries at once. */
 void tls_minter_set_cache_size(struct tls_minter *m, size_t max_entries);

@@ -143,8 +143,8 @@ tls_x509_set_cn(X509 *x, const char *cn, int self_issued, struct err *err)
 {
     X509_NAME *name = X509_get_subject_name(x);
 
-    if (!X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
-            (const unsigned char *)cn, -1, -1, 0))
+    if (!X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8, (const unsigned char *)cn,
+                                    -1, -1, 0))
         return tls_ossl_err(err, "cannot set the subject");
     if (self_issued && !X509_set_issuer_name(x, name))
         return tls_ossl_err(err, "cannot set the issuer");
@@ -218,8 +218,7 @@ tls_ca_generate(const char *hostname, struct secbuf **key_der, char **cert_pem, 
     *cert_pem = NULL;
     if ((key = tls_key_generate(err)) == NULL)
         return -1;
-    if ((x = ca_build(hostname, key, err)) == NULL ||
-        (*cert_pem = cert_to_pem(x, err)) == NULL ||
+    if ((x = ca_build(hostname, key, err)) == NULL || (*cert_pem = cert_to_pem(x, err)) == NULL ||
         (*key_der = tls_key_to_der(key, err)) == NULL) {
         free(*cert_pem);
         *cert_pem = NULL;
@@ -244,7 +243,7 @@ tls_cert_fingerprint(const char *pem_path, char *out, size_t outlen, struct err 
         return err_set(err, ERR_INTERNAL, "fingerprint buffer too small");
     if ((f = fopen(pem_path, "r")) == NULL)
         return err_set(err, errno == ENOENT ? ERR_NOTFOUND : ERR_IO, "%s: %s", pem_path,
-            strerror(errno));
+                       strerror(errno));
     x = PEM_read_X509(f, NULL, NULL, NULL);
     fclose(f);
     if (x == NULL) {

@@ -42,7 +42,7 @@ sni_index_init(void)
  * ALPN (a client offering only h2 falls back to HTTP/1.1 by RFC 7301 section 3.2). */
 static int
 alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
-    unsigned int inlen, void *arg)
+            unsigned int inlen, void *arg)
 {
     unsigned int i = 0, n;
 
@@ -98,8 +98,7 @@ servername_cb(SSL *ssl, int *al, void *arg)
         *al = SSL_AD_INTERNAL_ERROR;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     }
-    ok = SSL_use_certificate(ssl, x) == 1 &&
-         SSL_use_PrivateKey(ssl, tls_minter_leaf_key(m)) == 1;
+    ok = SSL_use_certificate(ssl, x) == 1 && SSL_use_PrivateKey(ssl, tls_minter_leaf_key(m)) == 1;
     X509_free(x);
     if (!ok) {
         ERR_clear_error();
@@ -121,11 +120,10 @@ tls_client_ctx_new(struct tls_minter *m, struct err *err)
     }
     /* Every handshake is a full one: a resumed session would skip the SNI check's leaf
      * selection and carry state across hosts, and leaves are cached anyway. */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-        SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
-        !SSL_CTX_set_num_tickets(ctx, 0) ||
+    if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) || !SSL_CTX_set_num_tickets(ctx, 0) ||
         !SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL")) {
         tls_ossl_err(err, "cannot configure the client-facing tls context");
         SSL_CTX_free(ctx);
@@ -148,7 +146,7 @@ tls_client_ssl_new(SSL_CTX *ctx, const char *expected_host)
         (st = calloc(1, sizeof(*st))) == NULL)
         return NULL;
     if (net_normalize_host(expected_host, strlen(expected_host), st->host, sizeof(st->host),
-            &kind) == -1) {
+                           &kind) == -1) {
         free(st);
         return NULL;
     }

@@ -19,10 +19,10 @@
 #include "proxy/tls.h"
 #include "proxy/tls_internal.h"
 
-#define LEAF_BACKDATE_S 3600L           /* clients whose clock is a little behind */
+#define LEAF_BACKDATE_S 3600L /* clients whose clock is a little behind */
 #define LEAF_VALID_S (7L * 86400L)
-#define LEAF_REUSE_S (6L * 86400L)      /* remint before a cached leaf nears expiry */
-#define CACHE_BUCKETS 2048              /* power of two; chains stay short at 1024 entries */
+#define LEAF_REUSE_S (6L * 86400L) /* remint before a cached leaf nears expiry */
+#define CACHE_BUCKETS 2048         /* power of two; chains stay short at 1024 entries */
 #define CN_MAX 64
 
 struct leaf {
@@ -267,8 +267,7 @@ tls_minter_cert(struct tls_minter *m, const char *host, struct err *err)
     time_t now = time(NULL);
     X509 *x;
 
-    if (host == NULL ||
-        net_normalize_host(host, strlen(host), norm, sizeof(norm), &kind) == -1) {
+    if (host == NULL || net_normalize_host(host, strlen(host), norm, sizeof(norm), &kind) == -1) {
         err_set(err, ERR_PARSE, "cannot mint a certificate for a malformed host");
         return NULL;
     }

@@ -210,8 +210,8 @@ set_identity(SSL *ssl, const char *host, int is_ip)
         return -1;
     /* No "api*.example.com" wildcards, and no falling back to the subject CN when the
      * certificate has no DNS SAN (RFC 6125 6.4.4; browsers dropped it long ago). */
-    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
-        X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+    SSL_set_hostflags(ssl,
+                      X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
     return 0;
 }
 
@@ -294,12 +294,12 @@ tls_upstream_error(SSL *ssl, char *buf, size_t buflen)
         snprintf(buf, buflen, "certificate verify failed: %s", X509_verify_cert_error_string(v));
     else if (st != NULL && st->alert_read != 0)
         snprintf(buf, buflen, "the server sent alert: %s",
-            SSL_alert_desc_string_long(st->alert_read));
+                 SSL_alert_desc_string_long(st->alert_read));
     else if (e != 0 && ERR_reason_error_string(e) != NULL)
         snprintf(buf, buflen, "tls handshake failed: %s", ERR_reason_error_string(e));
     else if (st != NULL && st->alert_written != 0)
         snprintf(buf, buflen, "tls handshake failed: sent alert %s",
-            SSL_alert_desc_string_long(st->alert_written));
+                 SSL_alert_desc_string_long(st->alert_written));
     else
         snprintf(buf, buflen, "tls handshake failed: the connection closed");
     ERR_clear_error();

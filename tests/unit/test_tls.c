@@ -140,8 +140,8 @@ assert_cn(X509 *x, const char *want)
 {
     char cn[256];
 
-    assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
-                    sizeof(cn)) > 0);
+    assert_true(
+        X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)) > 0);
     assert_string_equal(cn, want);
 }
 
@@ -217,12 +217,11 @@ test_ca_long_hostname_and_fresh_serials(void **state)
     host[sizeof(host) - 1] = '\0';
     assert_int_equal(tls_ca_generate(host, &key, &pem, &err), 0);
     a = pem_to_x509(pem);
-    assert_int_equal(X509_NAME_get_text_by_NID(X509_get_subject_name(a), NID_commonName, cn,
-                         sizeof(cn)), 64);
+    assert_int_equal(
+        X509_NAME_get_text_by_NID(X509_get_subject_name(a), NID_commonName, cn, sizeof(cn)), 64);
     assert_memory_equal(cn, "airlock local CA (hhh", 21);
     b = pem_to_x509(fx.ca_pem);
-    assert_int_not_equal(ASN1_INTEGER_cmp(X509_get0_serialNumber(a), X509_get0_serialNumber(b)),
-        0);
+    assert_int_not_equal(ASN1_INTEGER_cmp(X509_get0_serialNumber(a), X509_get0_serialNumber(b)), 0);
     X509_free(a);
     X509_free(b);
     secbuf_free(key);
@@ -424,9 +423,9 @@ test_minter_cache_lru(void **state)
     X509_free(a2);
 
     tls_minter_set_cache_size(m, 2);
-    X509_free(tls_minter_cert(m, "b.test", &err));               /* miss: 2 */
-    X509_free(tls_minter_cert(m, "a.test", &err));               /* hit: a is newest */
-    X509_free(tls_minter_cert(m, "c.test", &err));               /* miss: 3, evicts b */
+    X509_free(tls_minter_cert(m, "b.test", &err)); /* miss: 2 */
+    X509_free(tls_minter_cert(m, "a.test", &err)); /* hit: a is newest */
+    X509_free(tls_minter_cert(m, "c.test", &err)); /* miss: 3, evicts b */
     assert_int_equal(fx.key_calls, 3);
     assert_int_equal(tls_minter_cache_count(m), 2);
     x = tls_minter_cert(m, "a.test", &err); /* still cached */
@@ -741,7 +740,8 @@ test_upstream_verification(void **state)
     write_file(other_path, other_pem);
     wrong = upstream_ctx(other_path);
     assert_int_equal(upstream_try(wrong, octx, "api.example.test", reason, sizeof(reason)), -1);
-    assert_string_equal(reason, "certificate verify failed: unable to get local issuer certificate");
+    assert_string_equal(reason,
+                        "certificate verify failed: unable to get local issuer certificate");
     SSL_CTX_free(wrong);
     secbuf_free(other_key);
     free(other_pem);
@@ -771,7 +771,7 @@ custom_leaf(struct tls_minter *m, const char *cn, const char *san)
     assert_non_null(X509_time_adj_ex(X509_getm_notBefore(x), 0, -60, &now));
     assert_non_null(X509_time_adj_ex(X509_getm_notAfter(x), 1, 0, &now));
     assert_true(X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-        (const unsigned char *)cn, -1, -1, 0));
+                                           (const unsigned char *)cn, -1, -1, 0));
     assert_true(X509_set_issuer_name(x, X509_get_subject_name(ca)));
     assert_true(X509_set_pubkey(x, tls_minter_leaf_key(m)));
     if (san != NULL) {
@@ -810,7 +810,7 @@ test_upstream_name_rules(void **state)
         x = custom_leaf(m, cases[i].cn, cases[i].san);
         octx = origin_ctx(x, tls_minter_leaf_key(m), 0);
         assert_int_equal(upstream_try(cctx, octx, cases[i].host, reason, sizeof(reason)),
-            cases[i].ok ? 0 : -1);
+                         cases[i].ok ? 0 : -1);
         if (!cases[i].ok)
             assert_string_equal(reason, "certificate verify failed: hostname mismatch");
         SSL_CTX_free(octx);
