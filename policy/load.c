@@ -18,7 +18,7 @@ load_listen_one(struct lctx *c, const struct ynode *map, const char *key,
     struct policy_listen *l)
 {
     const struct ynode *n = ymap_get(map, key);
-    const char *s;
+    const char *s = NULL;
     char what[32], q[64];
 
     if (n == NULL || (n->type == YNODE_SCALAR && n->is_null))
@@ -101,7 +101,7 @@ load_pkcs11(struct lctx *c, const struct ynode *n, int needed)
     static const char *const keys[] = {"module", "token", "pin", "key_label", NULL};
     struct policy *p = c->p;
     const struct ynode *v;
-    const char *s;
+    const char *s = NULL;
 
     if (n == NULL)
         return needed ? lerr(c, ymap_get(c->root, "vault"),
@@ -145,7 +145,7 @@ load_tpm2(struct lctx *c, const struct ynode *n)
 {
     static const char *const keys[] = {"tcti", "primary_handle", NULL};
     const struct ynode *v;
-    const char *s;
+    const char *s = NULL;
     uint64_t h;
 
     if (n == NULL)
@@ -170,7 +170,7 @@ load_vault(struct lctx *c, const struct ynode *n)
     static const char *const keys[] = {"backend", "dir", "pkcs11", "tpm2", NULL};
     struct policy *p = c->p;
     const struct ynode *v;
-    const char *s;
+    const char *s = NULL;
     char q[64];
 
     if (n == NULL)
@@ -224,7 +224,7 @@ load_resolve_addrs(struct lctx *c, const struct ynode *v, const char *what,
 {
     const struct ynode *one = v;
     size_t i, n = 1;
-    const char *s;
+    const char *s = NULL;
     char q[64];
 
     if (v->type == YNODE_SEQ) {
@@ -288,7 +288,7 @@ load_network(struct lctx *c, const struct ynode *n)
     static const char *const keys[] = {"deny_private", "allow_cidrs", NULL};
     struct policy *p = c->p;
     const struct ynode *v;
-    const char *s;
+    const char *s = NULL;
     char q[64];
     size_t i;
 

@@ -28,7 +28,7 @@ rule_name(struct lctx *c, const struct ynode *n, const char *what, size_t idx)
 {
     struct policy_rule *r = &c->p->rules[idx];
     char q[64];
-    const char *s;
+    const char *s = NULL;
     size_t i;
 
     if (lstr(c, n, what, &s) == -1)
@@ -104,7 +104,7 @@ rule_methods(struct lctx *c, const struct ynode *n, const char *what, struct pol
 {
     const size_t nknown = sizeof(known_methods) / sizeof(known_methods[0]);
     char q[64];
-    const char *s;
+    const char *s = NULL;
     size_t i, k;
 
     if (rule_list(c, n, what) == -1)
@@ -130,7 +130,7 @@ static int
 rule_path(struct lctx *c, const struct ynode *n, const char *what, struct policy_rule *r)
 {
     char q[64];
-    const char *s;
+    const char *s = NULL;
     size_t i;
 
     if (lstr(c, n, what, &s) == -1)
@@ -153,7 +153,7 @@ static int
 rule_agents(struct lctx *c, const struct ynode *n, const char *what, struct policy_rule *r)
 {
     char q[64];
-    const char *s;
+    const char *s = NULL;
     size_t i, k;
 
     if (rule_list(c, n, what) == -1)
@@ -180,7 +180,7 @@ rule_outcome(struct lctx *c, const struct ynode *n, const char *what, struct pol
     static const char *const approves[] = {"none", "device", "cli", "any"};
     const struct ynode *v, *cred = ymap_get(n, "credential");
     char w[64], q[64];
-    const char *s;
+    const char *s = NULL;
     size_t k;
 
     snprintf(w, sizeof(w), "%s.action", what);

@@ -69,7 +69,7 @@ load_agent(struct lctx *c, const struct ynode *n, size_t idx)
     struct policy_agent *a = &p->agents[p->nagents];
     const struct ynode *v, *t;
     char what[48], q[64];
-    const char *s;
+    const char *s = NULL;
     size_t i;
 
     snprintf(what, sizeof(what), "agents[%zu]", idx);
@@ -118,7 +118,7 @@ load_header(struct lctx *c, const struct ynode *v, const char *what,
     static const char *const refused[] = {"host", "content-length", "transfer-encoding",
         "connection", "upgrade", "te", "trailer", "keep-alive"};
     char q[64];
-    const char *s;
+    const char *s = NULL;
     size_t i;
 
     if (lstr(c, v, what, &s) == -1)

@@ -122,7 +122,7 @@ lstr(struct lctx *c, const struct ynode *n, const char *what, const char **out)
 int
 lstrdup(struct lctx *c, const struct ynode *n, const char *what, char **out)
 {
-    const char *s;
+    const char *s = NULL;
 
     if (lstr(c, n, what, &s) == -1)
         return -1;
@@ -253,7 +253,7 @@ lpath_join(const char *dir, const char *rel)
 int
 lpath(struct lctx *c, const struct ynode *n, const char *what, char **out)
 {
-    const char *s;
+    const char *s = NULL;
 
     if (lstr(c, n, what, &s) == -1)
         return -1;

@@ -125,7 +125,7 @@ load_device(struct lctx *c, const struct ynode *n)
     struct policy *p = c->p;
     const struct ynode *v;
     uint64_t baud;
-    const char *s;
+    const char *s = NULL;
     char q[64];
     size_t i;
 
@@ -222,7 +222,7 @@ static int
 load_scalars(struct lctx *c)
 {
     const struct ynode *v;
-    const char *s;
+    const char *s = NULL;
     char q[64];
 
     if ((v = ymap_get(c->root, "version")) != NULL &&

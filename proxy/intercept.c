@@ -123,9 +123,11 @@ intercept_client(struct conn *c)
     bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
     c->client = f;
     c->tls = 1;
-    bufferevent_setcb(f, NULL, NULL, client_handshake_cb, c);
-    bufferevent_enable(f, EV_READ | EV_WRITE);
     conn_set_timer(c, c->pol->header_timeout_ms);
+    bufferevent_setcb(f, NULL, NULL, client_handshake_cb, c);
+    /* The ClientHello is already buffered: enabling may finish (or fail and free c) the
+     * handshake right here, so nothing touches c after this call. */
+    bufferevent_enable(f, EV_READ | EV_WRITE);
 }
 
 static void
