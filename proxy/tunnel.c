@@ -9,6 +9,8 @@
 #include "common/util.h"
 #include "proxy/proxy_internal.h"
 
+#define TUNNEL_IO_CHUNK (256 * 1024)
+
 static void tunnel_readcb(struct bufferevent *bev, void *arg);
 static void tunnel_writecb(struct bufferevent *bev, void *arg);
 static void tunnel_eventcb(struct bufferevent *bev, short what, void *arg);
@@ -41,6 +43,11 @@ tunnel_start(struct conn *c)
     if (c->tunnel_start_us == 0)
         c->tunnel_start_us = util_now_us();
     bufferevent_set_timeouts(c->up, NULL, NULL);
+    /* libevent reads 16 KiB per callback by default; bulk tunnels want far bigger bites. */
+    bufferevent_set_max_single_read(c->client, TUNNEL_IO_CHUNK);
+    bufferevent_set_max_single_write(c->client, TUNNEL_IO_CHUNK);
+    bufferevent_set_max_single_read(c->up, TUNNEL_IO_CHUNK);
+    bufferevent_set_max_single_write(c->up, TUNNEL_IO_CHUNK);
     bufferevent_setwatermark(c->client, EV_WRITE, 0, 0);
     bufferevent_setwatermark(c->up, EV_WRITE, 0, 0);
     bufferevent_setcb(c->client, tunnel_readcb, tunnel_writecb, tunnel_eventcb, c);
