@@ -249,22 +249,26 @@ audit_tail(const char *path, size_t *len)
 {
     struct stat st;
     off_t start = 0;
-    size_t n = 0;
+    size_t n = 0, want;
     ssize_t r;
     char *buf, *nl;
     int fd;
 
     if (path == NULL || (fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
         return NULL;
-    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
-        (buf = malloc(AUDIT_TAIL_BYTES + 1)) == NULL) {
+    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
         close(fd);
         return NULL;
     }
-    if (st.st_size > (off_t)AUDIT_TAIL_BYTES)
-        start = st.st_size - (off_t)AUDIT_TAIL_BYTES;
-    while (n < AUDIT_TAIL_BYTES) {
-        r = pread(fd, buf + n, AUDIT_TAIL_BYTES - n, start + (off_t)n);
+    /* Sized to the file (a log that grows meanwhile is read up to that size). */
+    want = st.st_size > (off_t)AUDIT_TAIL_BYTES ? AUDIT_TAIL_BYTES : (size_t)st.st_size;
+    if ((buf = malloc(want + 1)) == NULL) {
+        close(fd);
+        return NULL;
+    }
+    start = st.st_size - (off_t)want;
+    while (n < want) {
+        r = pread(fd, buf + n, want - n, start + (off_t)n);
         if (r == -1 && errno == EINTR)
             continue;
         if (r <= 0)
@@ -282,6 +286,15 @@ audit_tail(const char *path, size_t *len)
     return buf;
 }
 
+/* 1 for an RFC 3339 timestamp as the audit writes it: nothing a terminal would act on. */
+static int
+audit_ts_ok(const char *ts)
+{
+    size_t n = strlen(ts);
+
+    return n > 0 && n < 32 && strspn(ts, "0123456789-:.TZ+") == n;
+}
+
 /* Records the line's "ts" as last used for the entry named by its "credential". */
 static void
 audit_line(const char *line, size_t len, const struct vault_entry *e, size_t n, char (*last)[32])
@@ -296,7 +309,9 @@ audit_line(const char *line, size_t len, const struct vault_entry *e, size_t n, 
         return;
     c = json_object_get(o, "credential");
     ts = json_object_get(o, "ts");
-    while (json_is_string(c) && json_is_string(ts) && lo < hi) {
+    if (!json_is_string(ts) || !audit_ts_ok(json_string_value(ts)))
+        lo = hi; /* a record without a usable time says nothing about last use */
+    while (json_is_string(c) && lo < hi) {
         mid = lo + (hi - lo) / 2;
         cmp = strcmp(json_string_value(c), e[mid].name);
         if (cmp == 0) {

@@ -671,7 +671,8 @@ test_cli_list_remove(void **state)
     fputs("{\"ts\":\"2026-01-01T00:00:00.000Z\",\"credential\":\"github\"}\n"
           "not json \"credential\"\n"
           "{\"ts\":\"2026-02-02T00:00:00.000Z\",\"credential\":\"github\"}\n"
-          "{\"ts\":\"2026-03-03T00:00:00.000Z\",\"credential\":\"githubx\"}\n",
+          "{\"ts\":\"2026-03-03T00:00:00.000Z\",\"credential\":\"githubx\"}\n"
+          "{\"ts\":\"\\u001b[2J\",\"credential\":\"github\"}\n",
           f);
     fclose(f);
     cli_policy(&p, audit);
