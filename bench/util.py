@@ -25,17 +25,24 @@ def wait_port(port, timeout=10.0):
 
 
 def table(rows):
-    parsed = [r.split("|", 3) for r in rows]
-    direct = {}
-    for name, unit, value, _ in parsed:
+    """rows: "name|unit|value|note[|base]". The ratio column compares with the "direct" row
+    of the same unit ("req/s@tls" has none: its rows print as req/s without a ratio); base
+    names another row whose ratio is added to the note."""
+    parsed = [(r.split("|", 4) + [""])[:5] for r in rows]
+    direct, by_name = {}, {}
+    for name, unit, value, _, _ in parsed:
+        by_name[name] = float(value)
         if "direct" in name:
             direct[unit] = float(value)
-    print("%-30s %14s %8s  %s" % ("benchmark", "result", "ratio", "note"))
-    for name, unit, value, note in parsed:
+    print("%-42s %14s %8s  %s" % ("benchmark", "result", "ratio", "note"))
+    for name, unit, value, note, base in parsed:
         v = float(value)
-        base = direct.get(unit)
-        ratio = "%.2f" % (v / base) if base else "-"
-        print("%-30s %9.1f %-4s %8s  %s" % (name, v, unit, ratio, note.strip()))
+        ref = direct.get(unit)
+        ratio = "%.2f" % (v / ref) if ref else "-"
+        note = note.strip()
+        if base and by_name.get(base):
+            note = ("%.2f x %s; %s" % (v / by_name[base], base, note)).rstrip("; ")
+        print("%-42s %9.1f %-4s %8s  %s" % (name, v, unit.split("@")[0], ratio, note))
 
 
 if __name__ == "__main__":
