@@ -15,6 +15,11 @@
 #include "common/util.h"
 #include "proxy/proxy_internal.h"
 
+#define CLOSING_POLL_MS 10
+#define CLOSING_MAX_MS 10000
+
+static size_t client_pending(struct conn *c);
+
 static void
 conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -44,6 +49,13 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
             return;
         }
         log_debug("%s: relay idle timeout", c->peer);
+        break;
+    case CS_CLOSING:
+        /* Bounded: give a slow client CLOSING_MAX_MS to take its final response. */
+        if (client_pending(c) > 0 && util_now_us() < c->closing_deadline_us) {
+            conn_set_timer(c, CLOSING_POLL_MS);
+            return;
+        }
         break;
     default:
         break;
@@ -121,10 +133,28 @@ conn_free(struct conn *c)
     proxy_check_drained(px);
 }
 
+/* Bytes still queued for the client, including under a TLS filter: the filter's own
+ * buffer empties as soon as the bytes are encrypted into the socket bufferevent below. */
+static size_t
+client_pending(struct conn *c)
+{
+    struct bufferevent *under = bufferevent_get_underlying(c->client);
+    size_t n = evbuffer_get_length(bufferevent_get_output(c->client));
+
+    if (under != NULL)
+        n += evbuffer_get_length(bufferevent_get_output(under));
+    return n;
+}
+
 static void
 closing_writecb(struct bufferevent *bev, void *arg)
 {
-    conn_free(arg);
+    struct conn *c = arg;
+
+    if (client_pending(c) == 0)
+        conn_free(c);
+    else
+        conn_set_timer(c, CLOSING_POLL_MS); /* the socket below is still writing */
 }
 
 static void
@@ -147,14 +177,15 @@ conn_close_when_flushed(struct conn *c)
         c->up = NULL;
     }
     bufferevent_disable(c->client, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->client)) == 0) {
+    if (client_pending(c) == 0) {
         conn_free(c);
         return;
     }
+    c->closing_deadline_us = util_now_us() + CLOSING_MAX_MS * 1000;
     bufferevent_setwatermark(c->client, EV_WRITE, 0, 0);
     bufferevent_setcb(c->client, NULL, closing_writecb, closing_eventcb, c);
     bufferevent_enable(c->client, EV_WRITE);
-    conn_set_timer(c, 10000);
+    conn_set_timer(c, CLOSING_POLL_MS);
 }
 
 static void

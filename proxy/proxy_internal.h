@@ -103,6 +103,7 @@ struct conn {
     struct exchange ex;
     int ex_active;
     uint64_t tunnel_start_us;
+    uint64_t closing_deadline_us;
     TAILQ_ENTRY(conn) link;
 };
 
