@@ -160,5 +160,27 @@ def approve_any_takes_cli_or_device():
             eq(d.stop(), 0, "daemon exit status")
 
 
+@test
+def client_gone_clears_the_device():
+    """The client disconnects while its item is on the device: the item is cancelled,
+    the device gets CLEAR, and the audit says approval-cancelled."""
+    with h.Origin() as o:
+        link = link_path()
+        with h.Daemon(config(o, [device_rule(o)], device_link=link)) as d:
+            sim = Sim(link)  # no --auto: nobody presses
+            try:
+                sim.wait_line(r"^hello SIM1$")
+                bg = BgCurl(d, url(o, "/gone"), data=b"x=1")
+                iid = sim.wait_line(r"^shown %s POST " % ID_RE).split()[1]
+                bg.kill()
+                sim.wait_line(r"^cleared %s$" % iid)
+                eq(pending(d), {}, "queue after the client left")
+                eq(audit_for(d, iid).get("decision"), "approval-cancelled", "audit decision")
+                eq(len(o.requests), 0, "origin saw nothing")
+            finally:
+                sim.stop()
+            eq(d.stop(), 0, "daemon exit status")
+
+
 if __name__ == "__main__":
     h.run()
