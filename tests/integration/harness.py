@@ -39,11 +39,21 @@ def sha256_hex(data):
     return hashlib.sha256(data).hexdigest()
 
 
+_ports_given = set()
+
+
 def free_port():
-    """A port that was free a moment ago on 127.0.0.1 (the kernel picked it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago on 127.0.0.1 (the kernel picked it), never one
+    this process handed out before: the kernel may offer the same port twice in a row,
+    which would put two listeners of one config on the same address."""
+    for _ in range(64):  # bounded; a repeat is rare
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("no fresh free port after 64 tries")
 
 
 # --- temp dirs ------------------------------------------------------------------------
