@@ -83,6 +83,7 @@ client_handshake_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    const char *decision;
 
     if (what & BEV_EVENT_CONNECTED) {
         conn_clear_timer(c);
@@ -90,15 +91,9 @@ client_handshake_cb(struct bufferevent *bev, short what, void *arg)
         c->first_request = 0;
         return;
     }
-    memset(&c->ex, 0, sizeof(c->ex));
-    c->ex_active = 1;
-    conn_new_id(c->ex.id);
-    c->ex.start_us = util_now_us();
-    util_strlcpy(c->ex.host, c->host, sizeof(c->ex.host));
-    c->ex.port = c->port;
-    c->ex.decision = tls_client_sni_mismatch(ssl) ? "host-mismatch" : "bad-request";
-    log_info("%s: tls handshake for %s failed: %s", c->peer, c->host, c->ex.decision);
-    conn_free(c);
+    decision = tls_client_sni_mismatch(ssl) ? "host-mismatch" : "bad-request";
+    log_info("%s: tls handshake for %s failed: %s", c->peer, c->host, decision);
+    conn_refuse_stream(c, decision);
 }
 
 /* The first byte on an inspected stream was a TLS record: terminate TLS here. */

@@ -77,6 +77,29 @@ conn_clear_timer(struct conn *c)
     evtimer_del(c->timer);
 }
 
+/* Starts a fresh exchange on c: new id, clock started, any earlier message released. */
+void
+conn_exchange_begin(struct conn *c)
+{
+    http_msg_clear(&c->ex.req);
+    http_msg_clear(&c->ex.resp);
+    memset(&c->ex, 0, sizeof(c->ex));
+    conn_new_id(c->ex.id);
+    c->ex.start_us = util_now_us();
+    c->ex_active = 1;
+}
+
+/* Refuses a CONNECT/SOCKS5 stream before any request on it: audited, then closed. */
+void
+conn_refuse_stream(struct conn *c, const char *decision)
+{
+    conn_exchange_begin(c);
+    util_strlcpy(c->ex.host, c->host, sizeof(c->ex.host));
+    c->ex.port = c->port;
+    c->ex.decision = decision;
+    conn_free(c); /* writes the audit line for the active exchange */
+}
+
 void
 conn_new_id(char id[7])
 {

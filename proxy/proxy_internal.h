@@ -134,6 +134,8 @@ void conn_close_when_flushed(struct conn *c);
 void conn_set_timer(struct conn *c, uint64_t ms);
 void conn_clear_timer(struct conn *c);
 void conn_new_id(char id[7]);
+void conn_exchange_begin(struct conn *c);
+void conn_refuse_stream(struct conn *c, const char *decision);
 
 /* respond.c: generated responses and audit lines */
 void conn_respond(struct conn *c, int status, const char *decision, const char *text);

@@ -134,12 +134,7 @@ exchange_begin(struct conn *c, const char *head, size_t head_len)
 {
     int status = 400;
 
-    http_msg_clear(&c->ex.req);
-    http_msg_clear(&c->ex.resp);
-    memset(&c->ex, 0, sizeof(c->ex));
-    conn_new_id(c->ex.id);
-    c->ex.start_us = util_now_us();
-    c->ex_active = 1;
+    conn_exchange_begin(c);
     if (http_parse_request(head, head_len, &c->ex.req, &status) == -1) {
         /* Smuggling shapes (unknown codings, other versions) all get a plain 400. */
         conn_respond(c, status == 431 ? 431 : 400, "bad-request", "malformed request");
@@ -169,18 +164,9 @@ try_head(struct conn *c)
         }
         if (first == 0x16) {
             /* TLS inside the tunnel and no interception: fail closed. */
-            c->ex_active = 0;
-            memset(&c->ex, 0, sizeof(c->ex));
-            c->ex_active = 1;
-            conn_new_id(c->ex.id);
-            c->ex.start_us = util_now_us();
-            util_strlcpy(c->ex.host, c->host, sizeof(c->ex.host));
-            c->ex.port = c->port;
-            c->ex.decision = "deny";
-            conn_audit(c);
             log_warn("%s: %s:%u needs TLS interception, which is off or has no CA", c->peer,
                 c->host, c->port);
-            conn_free(c);
+            conn_refuse_stream(c, "deny");
             return;
         }
     }

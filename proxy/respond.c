@@ -78,12 +78,8 @@ conn_respond(struct conn *c, int status, const char *decision, const char *text)
     char body[512];
     int keep, n;
 
-    if (!c->ex_active) {
-        memset(&c->ex, 0, sizeof(c->ex));
-        conn_new_id(c->ex.id);
-        c->ex.start_us = util_now_us();
-        c->ex_active = 1;
-    }
+    if (!c->ex_active)
+        conn_exchange_begin(c);
     c->ex.decision = decision;
     c->ex.status = status;
     keep = c->ex.req.raw != NULL && c->ex.req.keep_alive && c->ex.req.body == HTTP_BODY_NONE &&

@@ -31,12 +31,8 @@ socks_reply(struct conn *c, unsigned char rep)
 static void
 socks_fail(struct conn *c, const char *decision, unsigned char rep)
 {
-    if (!c->ex_active) {
-        memset(&c->ex, 0, sizeof(c->ex));
-        conn_new_id(c->ex.id);
-        c->ex.start_us = util_now_us();
-        c->ex_active = 1;
-    }
+    if (!c->ex_active)
+        conn_exchange_begin(c);
     c->ex.decision = decision;
     conn_audit(c);
     socks_reply(c, rep);
@@ -98,10 +94,7 @@ socks_auth(struct conn *c, struct evbuffer *in)
     agent = policy_authenticate(c->pol, user, pass, strlen(pass));
     explicit_bzero(pass, sizeof(pass));
     if (agent == NULL) {
-        memset(&c->ex, 0, sizeof(c->ex));
-        c->ex_active = 1;
-        conn_new_id(c->ex.id);
-        c->ex.start_us = util_now_us();
+        conn_exchange_begin(c);
         c->ex.decision = "auth-failed";
         conn_audit(c);
         bufferevent_write(c->client, reply, sizeof(reply));
@@ -129,10 +122,7 @@ socks_request(struct conn *c, struct evbuffer *in)
     r = socks5_parse_request(buf, len < 300 ? len : 300, &req, &rep);
     if (r == 0)
         return 0;
-    memset(&c->ex, 0, sizeof(c->ex));
-    conn_new_id(c->ex.id);
-    c->ex.start_us = util_now_us();
-    c->ex_active = 1;
+    conn_exchange_begin(c);
     util_strlcpy(c->ex.method, "CONNECT", sizeof(c->ex.method));
     if (r < 0) {
         socks_fail(c, "bad-request", rep);
