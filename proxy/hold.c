@@ -60,6 +60,34 @@ hold_body_complete(struct conn *c, size_t *body_len)
     return -1;
 }
 
+/* SHA-256 of the first len bytes of buf, segment by segment (no linear copy). */
+static void
+body_digest(struct evbuffer *buf, size_t len, char out[SHA256_HEX_LEN + 1])
+{
+    unsigned char md[32];
+    unsigned int mdlen = sizeof(md);
+    struct evbuffer_ptr pos;
+    struct evbuffer_iovec v;
+    EVP_MD_CTX *ctx;
+    size_t done = 0, take;
+
+    out[0] = '\0';
+    if ((ctx = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(ctx);
+        return;
+    }
+    /* Bounded by len: each pass hashes one non-empty segment. */
+    while (done < len && evbuffer_ptr_set(buf, &pos, done, EVBUFFER_PTR_SET) == 0 &&
+        evbuffer_peek(buf, (ev_ssize_t)(len - done), &pos, &v, 1) > 0 && v.iov_len > 0) {
+        take = v.iov_len < len - done ? v.iov_len : len - done;
+        EVP_DigestUpdate(ctx, v.iov_base, take);
+        done += take;
+    }
+    if (done == len && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1)
+        util_hex_encode(md, sizeof(md), out);
+    EVP_MD_CTX_free(ctx);
+}
+
 static void
 hold_done(enum approval_outcome outcome, const char *approver, void *arg)
 {
@@ -95,9 +123,6 @@ hold_enqueue(struct conn *c, size_t body_len)
 {
     struct exchange *ex = &c->ex;
     struct approval_info info;
-    unsigned char md[32];
-    unsigned int mdlen = sizeof(md);
-    EVP_MD_CTX *ctx;
     char id[APPROVALS_ID_LEN + 1];
 
     memset(&info, 0, sizeof(info));
@@ -110,27 +135,7 @@ hold_enqueue(struct conn *c, size_t body_len)
     info.mode = ex->rule->approve;
     info.body_bytes = body_len;
     /* The digest is over the body as sent (chunk framing included), so it can be compared. */
-    if ((ctx = EVP_MD_CTX_new()) != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1) {
-        struct evbuffer_iovec v[16];
-        size_t left = body_len;
-        int n, i;
-        n = evbuffer_peek(bufferevent_get_input(c->client), (ev_ssize_t)body_len, NULL, v, 16);
-        for (i = 0; i < n && i < 16 && left > 0; i++) {
-            size_t take = v[i].iov_len < left ? v[i].iov_len : left;
-            EVP_DigestUpdate(ctx, v[i].iov_base, take);
-            left -= take;
-        }
-        if (left > 0) {
-            /* More than 16 segments: hash a linear copy instead. */
-            const unsigned char *p = evbuffer_pullup(bufferevent_get_input(c->client),
-                (ev_ssize_t)body_len);
-            EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-            EVP_DigestUpdate(ctx, p, body_len);
-        }
-        EVP_DigestFinal_ex(ctx, md, &mdlen);
-        util_hex_encode(md, 32, info.body_sha256);
-    }
-    EVP_MD_CTX_free(ctx);
+    body_digest(bufferevent_get_input(c->client), body_len, info.body_sha256);
     if (approvals_hold(c->px->deps.approvals, &info, hold_done, c, id) == -1) {
         c->state = CS_HEAD;
         conn_respond(c, 429, "approval-queue-full", "too many requests are waiting for approval");
