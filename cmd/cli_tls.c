@@ -62,22 +62,12 @@ static int
 read_line_fd(int fd, struct secbuf *sb)
 {
     unsigned char *nl;
-    ssize_t r;
 
-    while (sb->len < sb->cap) {
-        r = read(fd, sb->data + sb->len, sb->cap - sb->len);
-        if (r == -1 && errno == EINTR)
-            continue;
-        if (r == -1)
-            return -1;
-        if (r == 0)
-            break;
-        sb->len += (size_t)r;
-        if ((nl = memchr(sb->data, '\n', sb->len)) != NULL) {
-            explicit_bzero(nl, sb->len - (size_t)(nl - sb->data));
-            sb->len = (size_t)(nl - sb->data);
-            break;
-        }
+    if (secbuf_read_fd(sb, fd, 1) == -1)
+        return -1;
+    if ((nl = memchr(sb->data, '\n', sb->len)) != NULL) {
+        explicit_bzero(nl, sb->len - (size_t)(nl - sb->data));
+        sb->len = (size_t)(nl - sb->data);
     }
     if (sb->len == sb->cap)
         return -1; /* no line end within TOKEN_MAX: refuse rather than cut a token */

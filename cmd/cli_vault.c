@@ -108,31 +108,6 @@ cli_init(const struct policy *p)
     return 0;
 }
 
-/*
- * Reads the secret from fd into sb (at most sb->cap bytes). On a tty reading stops at the
- * end of the line; otherwise at end of file or when the buffer is full (the caller treats a
- * full buffer as too long).
- */
-static int
-read_secret_fd(int fd, struct secbuf *sb, int line)
-{
-    ssize_t r;
-
-    while (sb->len < sb->cap) {
-        r = read(fd, sb->data + sb->len, sb->cap - sb->len);
-        if (r == -1 && errno == EINTR)
-            continue;
-        if (r == -1)
-            return -1;
-        if (r == 0)
-            break;
-        sb->len += (size_t)r;
-        if (line && memchr(sb->data + sb->len - (size_t)r, '\n', (size_t)r) != NULL)
-            break;
-    }
-    return 0;
-}
-
 /* The terminal settings to put back if a signal ends the process while echo is off. */
 static struct termios tty_saved;
 static const int tty_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
@@ -155,7 +130,7 @@ read_secret(const char *name, struct secbuf *sb)
     int rc;
 
     if (!isatty(STDIN_FILENO))
-        return read_secret_fd(STDIN_FILENO, sb, 0);
+        return secbuf_read_fd(sb, STDIN_FILENO, 0);
     if (tcgetattr(STDIN_FILENO, &tty_saved) == -1)
         return -1;
     quiet = tty_saved;
@@ -169,7 +144,7 @@ read_secret(const char *name, struct secbuf *sb)
     fflush(stderr);
     rc = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
     if (rc == 0)
-        rc = read_secret_fd(STDIN_FILENO, sb, 1);
+        rc = secbuf_read_fd(sb, STDIN_FILENO, 1);
     (void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &tty_saved);
     for (i = 0; i < sizeof(tty_signals) / sizeof(tty_signals[0]); i++)
         sigaction(tty_signals[i], &old_sa[i], NULL);

@@ -67,6 +67,26 @@ secbuf_append(struct secbuf *sb, const void *p, size_t n)
     return 0;
 }
 
+int
+secbuf_read_fd(struct secbuf *sb, int fd, int stop_at_newline)
+{
+    ssize_t r;
+
+    while (sb->len < sb->cap) { /* bounded: each pass adds bytes or ends */
+        r = read(fd, sb->data + sb->len, sb->cap - sb->len);
+        if (r == -1 && errno == EINTR)
+            continue;
+        if (r == -1)
+            return -1;
+        if (r == 0)
+            break;
+        sb->len += (size_t)r;
+        if (stop_at_newline && memchr(sb->data + sb->len - (size_t)r, '\n', (size_t)r) != NULL)
+            break;
+    }
+    return 0;
+}
+
 void
 secbuf_wipe(struct secbuf *sb)
 {

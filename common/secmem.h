@@ -21,6 +21,12 @@ struct secbuf *secbuf_new(size_t cap);
 void secbuf_free(struct secbuf *sb);
 /* Appends n bytes; -1 if it would exceed cap (nothing written). */
 int secbuf_append(struct secbuf *sb, const void *p, size_t n);
+/*
+ * Reads from fd into sb until it is full, at end of file, or (with stop_at_newline) once a
+ * newline has arrived; the newline stays in sb. A full buffer means the input may be
+ * longer: callers treat it as too long. EINTR is retried; -1 on a read error.
+ */
+int secbuf_read_fd(struct secbuf *sb, int fd, int stop_at_newline);
 /* Wipes the contents and sets len to 0. */
 void secbuf_wipe(struct secbuf *sb);
 

@@ -86,6 +86,46 @@ test_secbuf(void **state)
     assert_null(secbuf_new(0));
 }
 
+static struct secbuf *
+read_pipe(const char *input, size_t cap, int line)
+{
+    struct secbuf *sb = secbuf_new(cap);
+    int fds[2];
+
+    assert_non_null(sb);
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(write(fds[1], input, strlen(input)), (ssize_t)strlen(input));
+    close(fds[1]);
+    assert_int_equal(secbuf_read_fd(sb, fds[0], line), 0);
+    close(fds[0]);
+    return sb;
+}
+
+static void
+test_secbuf_read_fd(void **state)
+{
+    struct secbuf *sb;
+
+    /* A pipe delivers the whole write at once: line mode keeps the newline and the rest. */
+    sb = read_pipe("tok\nmore", 64, 1);
+    assert_int_equal(sb->len, 8);
+    assert_memory_equal(sb->data, "tok\nmore", 8);
+    secbuf_free(sb);
+    sb = read_pipe("a\nb\n", 64, 0);
+    assert_int_equal(sb->len, 4);
+    secbuf_free(sb);
+    /* Full buffer: stops at cap, so the caller can call it too long. */
+    sb = read_pipe("0123456789", 4, 0);
+    assert_int_equal(sb->len, sb->cap);
+    secbuf_free(sb);
+    sb = read_pipe("", 8, 1);
+    assert_int_equal(sb->len, 0);
+    secbuf_free(sb);
+    sb = secbuf_new(8);
+    assert_int_equal(secbuf_read_fd(sb, -1, 0), -1);
+    secbuf_free(sb);
+}
+
 static void
 test_atomic_write(void **state)
 {
@@ -126,7 +166,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_durations), cmocka_unit_test(test_sizes),
-        cmocka_unit_test(test_hex_sha),   cmocka_unit_test(test_secbuf),
+        cmocka_unit_test(test_hex_sha),   cmocka_unit_test(test_secbuf), cmocka_unit_test(test_secbuf_read_fd),
         cmocka_unit_test(test_atomic_write), cmocka_unit_test(test_err),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
