@@ -472,7 +472,7 @@ tpm2_create(struct tpm2 *t, TPM2B_SENSITIVE_CREATE *sens, TPM2B_PUBLIC **pub, TP
     TPM2B_PUBLIC tmpl;
     TPM2B_DATA outside = {0};
     TPML_PCR_SELECTION pcrs = {0};
-    ESYS_TR primary, session;
+    ESYS_TR primary = ESYS_TR_NONE, session;
     TSS2_RC rc;
 
     if (tpm2_primary(t, &primary, err) < 0)
@@ -560,7 +560,7 @@ tpm2_do_unseal(struct tpm2 *t, void *argp, struct err *err)
     struct tpm2_unseal_arg *a = argp;
     TPM2B_SENSITIVE_DATA *data = NULL;
     TPM2B_AUTH auth;
-    ESYS_TR primary, object = ESYS_TR_NONE, session = ESYS_TR_NONE;
+    ESYS_TR primary = ESYS_TR_NONE, object = ESYS_TR_NONE, session = ESYS_TR_NONE;
     TSS2_RC rc;
     int ret = -1;
 
