@@ -123,6 +123,7 @@ struct policy {
     uint64_t header_timeout_ms;   /* default 30 s */
     uint64_t idle_timeout_ms;     /* default 60 s */
     uint64_t connect_timeout_ms;  /* default 10 s */
+    uint64_t upstream_timeout_ms; /* default 60 s: upstream silence while a response is owed */
 };
 
 /*

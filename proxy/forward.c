@@ -167,12 +167,24 @@ exchange_done(struct conn *c)
     request_next(c);
 }
 
+/*
+ * (Re)arms the upstream stall timer: limits.upstream_timeout without a byte from the
+ * upstream while a response is owed. Request body bytes sent upstream re-arm it too, so a
+ * long upload to an origin that answers only at the end is not taken for a stall.
+ */
+static void
+up_arm_timeout(struct conn *c)
+{
+    struct timeval tv = {(time_t)(c->pol->upstream_timeout_ms / 1000),
+        (suseconds_t)(c->pol->upstream_timeout_ms % 1000 * 1000)};
+
+    bufferevent_set_timeouts(c->up, &tv, NULL);
+}
+
 void
 forward_start(struct conn *c)
 {
     struct exchange *ex = &c->ex;
-    struct timeval idle = {(time_t)(c->pol->idle_timeout_ms / 1000),
-        (suseconds_t)(c->pol->idle_timeout_ms % 1000 * 1000)};
     struct err err;
 
     c->state = CS_EXCHANGE;
@@ -185,7 +197,7 @@ forward_start(struct conn *c)
         (ex->req_body == HTTP_BODY_LENGTH && ex->req_left == 0);
     ex->client_close = !ex->req.keep_alive || c->px->draining;
     bufferevent_setcb(c->up, up_readcb, up_writecb, up_eventcb, c);
-    bufferevent_set_timeouts(c->up, &idle, NULL);
+    up_arm_timeout(c);
     bufferevent_setwatermark(c->up, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     if (write_request_head(c, bufferevent_get_output(c->up), &err) == -1) {
         log_warn("%s: %s %s: %s", c->peer, ex->id, ex->credential ? ex->credential : "-", err.msg);
@@ -217,6 +229,7 @@ forward_client_data(struct conn *c)
 {
     struct exchange *ex = &c->ex;
     struct evbuffer *upout;
+    uint64_t sent = ex->bytes_up;
     int r;
 
     if (ex->req_done || c->up == NULL)
@@ -224,6 +237,8 @@ forward_client_data(struct conn *c)
     upout = bufferevent_get_output(c->up);
     r = relay_body(bufferevent_get_input(c->client), upout, ex->req_body, &ex->req_left,
         &ex->req_chunk, &ex->bytes_up);
+    if (r != -1 && ex->bytes_up != sent)
+        up_arm_timeout(c);
     if (r == -1) {
         log_info("%s: %s malformed chunked request body", c->peer, ex->id);
         if (!ex->resp_head_done) {

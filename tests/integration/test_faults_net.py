@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Network faults, one at a time (issue 7): an upstream that cuts or resets the connection
+mid-body, an upstream that stalls before or during its response (limits.upstream_timeout),
+and a client that vanishes mid-download or while its request waits for approval.
+
+Each test asserts the outcome the client sees (a truncated response is never passed off
+as complete, a stall becomes 504 upstream-timeout or a cut connection), the audit record,
+that the daemon let go of both sides (its connections_active counter and its open fds
+return to the baseline) and that it still serves a normal request afterwards.
+"""
+
+import contextlib
+import socket
+import time
+
+import harness as h
+from harness import check, eq, test
+from approval_util import cli, wait_new_item, wait_pending, audit_for
+import fault_util as fu
+
+ORIGIN = None
+UPSTREAM_TIMEOUT_S = 1.0
+
+
+@contextlib.contextmanager
+def fixture():
+    global ORIGIN
+    with fu.FaultOrigin() as o:
+        ORIGIN = o
+        rules = [h.rule("held", ports=[o.port], path="/held/*", approve="cli"),
+                 h.rule("api", ports=[o.port])]
+        cfg = h.base_config(rules,
+                            limits={"upstream_timeout": "1s", "header_timeout": "5s",
+                                    "idle_timeout": "5s"},
+                            approvals={"timeout": "30s", "max_pending": 8, "max_body": "1KiB"})
+        with h.Daemon(cfg) as d:
+            fu.still_serves(d, o.port, "/warm-up")
+            yield d
+            eq(d.stop(), 0, "airlockd exit status")
+
+
+def baseline(d):
+    """The daemon's open fd count with no proxy connection open."""
+    fu.wait_settled(d, 0)
+    time.sleep(0.1)
+    return fu.fd_count(d.proc.pid)
+
+
+def url(path):
+    return "http://api.example.test:%d%s" % (ORIGIN.port, path)
+
+
+def after_fault(d, fds, path="/after"):
+    fu.wait_settled(d, 0, fds)
+    fu.still_serves(d, ORIGIN.port, path)
+    fu.wait_settled(d, 0, fds)
+
+
+def check_truncated(rep, declared, sent):
+    eq(rep.status, 200, "status of the cut response (%r)" % rep)
+    check(rep.closed, "the proxy kept the client connection open after a cut", rep)
+    check(rep.elapsed < 5.0, "cut response took %.2fs to end" % rep.elapsed)
+    check(len(rep.body) < declared, "client got a complete-looking body", rep)
+    eq(len(rep.body), sent, "bytes relayed before the cut")
+
+
+# --- 1. the upstream goes away mid-body -----------------------------------------------
+@test
+def upstream_reset_mid_body_truncates(d):
+    fds, n0 = baseline(d), len(d.audit_records())
+    path = "/reset/100000/10000"
+    rep = fu.exchange(d.http_port, fu.request_bytes(ORIGIN.port, path), timeout=8)
+    eq(rep.headers.get("content-length"), "100000", "declared length passed through")
+    check_truncated(rep, 100000, 10000)
+    rec = fu.audit_by_path(d, path, n0)
+    eq((rec["decision"], rec["rule"], rec["status"]), ("allow", "api", 200), "audit")
+    eq(rec["bytes_down"], 10000, "audit bytes_down (what was relayed, not what was declared)")
+    after_fault(d, fds)
+
+
+@test
+def upstream_close_mid_body_is_a_curl_error(d):
+    fds, n0 = baseline(d), len(d.audit_records())
+    path = "/cut/200000/30000"
+    r = h.curl(url(path), proxy=d.proxy_url(), timeout=8)
+    eq(r.rc, 18, "curl exit (18: partial file) (%r)" % r)
+    eq(r.status, 200, "status")
+    eq(len(r.body), 30000, "bytes before the cut")
+    eq(r.body, h.pattern_bytes(30000), "the bytes that did arrive are the origin's")
+    rec = fu.audit_by_path(d, path, n0)
+    eq((rec["decision"], rec["status"], rec["bytes_down"]), ("allow", 200, 30000), "audit")
+    after_fault(d, fds)
+
+
+@test
+def upstream_cut_chunked_body_never_ends_cleanly(d):
+    fds, n0 = baseline(d), len(d.audit_records())
+    path = "/chunkcut/20000"
+    rep = fu.exchange(d.http_port, fu.request_bytes(ORIGIN.port, path), timeout=8)
+    eq(rep.status, 200, "status (%r)" % rep)
+    eq(rep.headers.get("transfer-encoding"), "chunked", "framing passed through")
+    check(rep.closed and rep.elapsed < 5.0, "connection not closed promptly", rep)
+    check(not rep.body.endswith(b"0\r\n\r\n"), "proxy invented the last chunk", rep.body[-20:])
+    r = h.curl(url(path), proxy=d.proxy_url(), timeout=8)
+    eq(r.rc, 18, "curl exit for the cut chunked body (%r)" % r)
+    rec = fu.audit_by_path(d, path, n0)
+    eq((rec["decision"], rec["status"]), ("allow", 200), "audit")
+    after_fault(d, fds)
+
+
+# --- 2. the upstream stalls -----------------------------------------------------------
+@test
+def upstream_silent_before_head_is_504(d):
+    fds, n0 = baseline(d), len(d.audit_records())
+    gone = ORIGIN.stats()["closed_by_peer"]
+    rep = fu.exchange(d.http_port, fu.request_bytes(ORIGIN.port, "/stallhead"), timeout=10)
+    eq(rep.status, 504, "status (%r)" % rep)
+    eq(rep.headers.get("x-airlock-decision"), "upstream-timeout", "decision header")
+    eq(rep.headers.get("x-airlock-rule"), "api", "rule header")
+    check(UPSTREAM_TIMEOUT_S * 0.8 <= rep.elapsed < UPSTREAM_TIMEOUT_S + 3,
+          "504 after %.2fs with upstream_timeout %.1fs" % (rep.elapsed, UPSTREAM_TIMEOUT_S))
+    rec = fu.audit_by_path(d, "/stallhead", n0)
+    eq((rec["decision"], rec["rule"], rec["status"]), ("upstream-timeout", "api", 504), "audit")
+    deadline = time.monotonic() + 5
+    while ORIGIN.stats()["closed_by_peer"] == gone and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(ORIGIN.stats()["closed_by_peer"] > gone, "proxy kept the stalled upstream open")
+    after_fault(d, fds)
+
+
+@test
+def upstream_silent_mid_body_cuts_the_client(d):
+    fds, n0 = baseline(d), len(d.audit_records())
+    gone = ORIGIN.stats()["closed_by_peer"]
+    path = "/stallbody/100000/5000"
+    rep = fu.exchange(d.http_port, fu.request_bytes(ORIGIN.port, path), timeout=10)
+    check_truncated(rep, 100000, 5000)
+    check(rep.elapsed >= UPSTREAM_TIMEOUT_S * 0.8, "cut before the timeout", rep)
+    rec = fu.audit_by_path(d, path, n0)
+    eq((rec["decision"], rec["status"], rec["bytes_down"]), ("allow", 200, 5000), "audit")
+    deadline = time.monotonic() + 5
+    while ORIGIN.stats()["closed_by_peer"] == gone and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(ORIGIN.stats()["closed_by_peer"] > gone, "proxy kept the stalled upstream open")
+    after_fault(d, fds)
+
+
+@test
+def slow_upload_is_not_an_upstream_stall(d):
+    # The origin answers only after the whole body; the body takes 2.5 upstream_timeouts
+    # to arrive. Bytes going up show the exchange is alive, so no 504.
+    fds = baseline(d)
+    body = h.pattern_bytes(8 * 4096)
+    payload = fu.request_bytes(ORIGIN.port, "/upload", method="POST", body=body)
+    head = payload[:len(payload) - len(body)]
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=5) as s:
+        s.sendall(head)
+        for i in range(8):
+            time.sleep(UPSTREAM_TIMEOUT_S * 2.5 / 8)
+            s.sendall(body[i * 4096:(i + 1) * 4096])
+        status, hdrs, rbody, _ = h.read_http_response(s, 5)
+    eq(status, 200, "status of a slow upload (%s)" % hdrs.get("x-airlock-decision"))
+    eq(rbody, b"ok /upload %d\n" % len(body), "origin got the whole body")
+    after_fault(d, fds)
+
+
+# --- 3. the client vanishes -----------------------------------------------------------
+@test
+def client_gone_mid_download_frees_both_sides(d):
+    fds, n0 = baseline(d), len(d.audit_records())
+    path = "/bytes/50000000"
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
+    s.sendall(fu.request_bytes(ORIGIN.port, path))
+    got = b""
+    deadline = time.monotonic() + 5
+    while len(got) < 8192 and time.monotonic() < deadline:
+        got += s.recv(4096)
+    check(got.startswith(b"HTTP/1.1 200"), "download did not start", got[:100])
+    s.close()  # unread bytes in the socket: the kernel answers the next write with RST
+    fu.wait_settled(d, 0, fds)
+    check(ORIGIN.wait_open(0), "the origin connection was not closed", ORIGIN.stats())
+    rec = fu.audit_by_path(d, path, n0)
+    eq((rec["decision"], rec["status"]), ("allow", 200), "audit")
+    check(0 < rec["bytes_down"] < 50000000, "audit bytes_down", rec["bytes_down"])
+    after_fault(d, fds)
+
+
+@test
+def client_gone_while_held_cancels_the_item(d):
+    fds = baseline(d)
+    seen = len(ORIGIN.stats()["paths"])
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
+    s.sendall(fu.request_bytes(ORIGIN.port, "/held/x", method="POST", body=b"payload"))
+    iid, item = wait_new_item(d, set())
+    eq(item[0], "POST", "pending method")
+    eq(item[2], "held", "pending rule")
+    eq(fu.active(d), 1, "connections_active while held")
+    s.close()
+    wait_pending(d, 0, timeout=5)
+    rec = audit_for(d, iid)
+    eq((rec["decision"], rec["rule"], rec["status"], rec["path"]),
+       ("approval-cancelled", "held", 499, "/held/x"), "audit")
+    rc, out = cli(d, "approve", iid)
+    check(rc != 0, "approving a cancelled item succeeded", out)
+    eq(fu.status(d).get("pending"), "0", "status pending")
+    eq(ORIGIN.stats()["paths"][seen:], [], "requests that reached the origin")
+    after_fault(d, fds)
+
+
+if __name__ == "__main__":
+    h.run(fixture)
