@@ -220,7 +220,8 @@ refuse_over_limit(struct proxy *px, evutil_socket_t fd, enum conn_kind kind,
         "X-Airlock-Decision: connection-limit\r\nConnection: close\r\nContent-Length: 41\r\n\r\n"
         "airlock: too many connections, try later\n";
     static const unsigned char socks_refuse[] = {5, 0xff};
-    char peer[64];
+    struct audit_record rec;
+    char peer[64], id[7];
 
     net_format_addr(sa, peer, sizeof(peer));
     log_warn("%s: refused: %u connections already open", peer, px->pol->max_connections);
@@ -230,6 +231,15 @@ refuse_over_limit(struct proxy *px, evutil_socket_t fd, enum conn_kind kind,
     else
         (void)!write(fd, socks_refuse, sizeof(socks_refuse));
     evutil_closesocket(fd);
+    /* A decision like any other: audited, with no agent or target (nothing was read). */
+    memset(&rec, 0, sizeof(rec));
+    conn_new_id(id);
+    rec.id = id;
+    rec.agent = "-";
+    rec.via = kind == CONN_HTTP ? "http" : "socks5";
+    rec.decision = "connection-limit";
+    rec.status = kind == CONN_HTTP ? 503 : 0;
+    proxy_audit_write(px, &rec);
     px->stats.denied_total++;
 }
 

@@ -140,6 +140,8 @@ void conn_refuse_stream(struct conn *c, const char *decision);
 /* respond.c: generated responses and audit lines */
 void conn_respond(struct conn *c, int status, const char *decision, const char *text);
 void conn_audit(struct conn *c);
+struct audit_record;
+void proxy_audit_write(struct proxy *px, const struct audit_record *rec);
 int decision_status(const char *decision);
 
 /* request.c: the HTTP data path */

@@ -110,13 +110,29 @@ conn_respond(struct conn *c, int status, const char *decision, const char *text)
         conn_close_when_flushed(c);
 }
 
+/* Writes one audit line. Fail closed: while the log cannot be written, nothing more is
+ * forwarded. */
+void
+proxy_audit_write(struct proxy *px, const struct audit_record *rec)
+{
+    struct err err;
+
+    if (audit_log(px->deps.audit, rec, &err) == -1) {
+        if (!px->audit_failed)
+            log_error("audit: %s: denying requests until it can be written again", err.msg);
+        px->audit_failed = 1;
+    } else if (px->audit_failed) {
+        log_info("audit: writable again");
+        px->audit_failed = 0;
+    }
+}
+
 /* Writes the audit line for the current exchange and marks it done. */
 void
 conn_audit(struct conn *c)
 {
     struct exchange *ex = &c->ex;
     struct audit_record rec;
-    struct err err;
     uint64_t now = util_now_us();
 
     if (!c->ex_active)
@@ -137,15 +153,7 @@ conn_audit(struct conn *c)
     rec.bytes_up = ex->bytes_up;
     rec.bytes_down = ex->bytes_down;
     rec.ms = now > ex->start_us ? (now - ex->start_us) / 1000 : 0;
-    /* Fail closed: while the log cannot be written, nothing more is forwarded. */
-    if (audit_log(c->px->deps.audit, &rec, &err) == -1) {
-        if (!c->px->audit_failed)
-            log_error("audit: %s: denying requests until it can be written again", err.msg);
-        c->px->audit_failed = 1;
-    } else if (c->px->audit_failed) {
-        log_info("audit: writable again");
-        c->px->audit_failed = 0;
-    }
+    proxy_audit_write(c->px, &rec);
     log_debug("%s %s %s %s:%u%s -> %s %d", ex->id, c->agent, rec.method ? rec.method : "-",
         rec.host ? rec.host : "-", ex->port, rec.path ? rec.path : "", rec.decision, ex->status);
     c->px->stats.requests_total++;
