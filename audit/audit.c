@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +28,8 @@ struct audit {
     char prev[SHA256_HEX_LEN + 1];
     int dirty;        /* written since the last fdatasync */
     int broken;       /* a short write could not be undone: refuse further records */
+    off_t reserved;   /* end of the room allocated past size by audit_reserve() */
+    int no_fallocate; /* the file system cannot reserve: rely on the write failing */
 };
 
 /* Position of the last '\n' in [0, end), or -1 in *pos when there is none. */
@@ -269,6 +272,39 @@ audit_log(struct audit *a, const struct audit_record *rec, struct err *err)
 }
 
 int
+audit_reserve(struct audit *a, struct err *err)
+{
+    struct rlimit rl;
+    int r;
+
+    if (a == NULL)
+        return 0;
+    if (a->broken)
+        return err_set(err, ERR_IO, "%s: log is unusable after a failed write", a->path);
+    if (a->no_fallocate || a->reserved - a->size >= AUDIT_RESERVE_LOW)
+        return 0;
+    /* RLIMIT_FSIZE caps the size, not the blocks: room past it would be no room at all. */
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (rlim_t)a->size + AUDIT_RESERVE_BYTES > rl.rlim_cur)
+        return err_set(err, ERR_IO, "%s: no room for more records: %s", a->path,
+                       strerror(EFBIG));
+    do
+        r = fallocate(a->fd, FALLOC_FL_KEEP_SIZE, a->size, AUDIT_RESERVE_BYTES);
+    while (r == -1 && errno == EINTR);
+    if (r == 0) {
+        a->reserved = a->size + AUDIT_RESERVE_BYTES;
+        return 0;
+    }
+    if (errno == EOPNOTSUPP || errno == ENOSYS) {
+        log_warn("audit: %s: the file system cannot reserve room (%s); a full disk is "
+                 "noticed only when a write fails", a->path, strerror(errno));
+        a->no_fallocate = 1;
+        return 0;
+    }
+    return err_set(err, ERR_IO, "%s: no room for more records: %s", a->path, strerror(errno));
+}
+
+int
 audit_sync(struct audit *a)
 {
     if (a == NULL || !a->dirty)
@@ -288,6 +324,9 @@ audit_close(struct audit *a)
         return;
     if (a->fd >= 0) {
         (void)audit_sync(a);
+        /* Same size: frees only the blocks reserved past the end (ext4, xfs, tmpfs). */
+        if (a->reserved > a->size && !a->broken && ftruncate(a->fd, a->size) == -1)
+            log_warn("audit: %s: cannot give back the reserve: %s", a->path, strerror(errno));
         close(a->fd);
     }
     free(a->path);

@@ -14,6 +14,9 @@
 #define AUDIT_FIELD_MAX 2048
 /* Longest line audit_verify accepts; our own lines stay far below it. */
 #define AUDIT_VERIFY_LINE_MAX (256 * 1024)
+/* Room kept allocated past the end of the log for records still to come (audit_reserve). */
+#define AUDIT_RESERVE_BYTES (128 * 1024)
+#define AUDIT_RESERVE_LOW (32 * 1024)
 
 /*
  * One decision. NULL strings are written as JSON null; port 0 and status 0 as null.
@@ -43,9 +46,18 @@ struct audit *audit_open(const char *path, struct err *err);
  * tests) is a no-op returning 0.
  */
 int audit_log(struct audit *a, const struct audit_record *rec, struct err *err);
+/*
+ * Keeps room allocated past the end of the file (fallocate with FALLOC_FL_KEEP_SIZE,
+ * refilled to AUDIT_RESERVE_BYTES once less than AUDIT_RESERVE_LOW is left), so the records
+ * of requests already let through can still be written when the disk fills up. Cheap
+ * while the reserve lasts (no system call). -1 when the file system cannot give the room
+ * (ENOSPC, EDQUOT, EFBIG): the caller must forward nothing new. A file system without
+ * fallocate counts as ready (the write itself then fails closed). a == NULL: 0.
+ */
+int audit_reserve(struct audit *a, struct err *err);
 /* fdatasync if anything was written since the last sync. 0 / -1. */
 int audit_sync(struct audit *a);
-/* Syncs and closes. NULL is a no-op. */
+/* Syncs, gives back the unused reserve and closes. NULL is a no-op. */
 void audit_close(struct audit *a);
 
 /*

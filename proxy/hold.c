@@ -101,6 +101,11 @@ hold_done(enum approval_outcome outcome, const char *approver, void *arg)
     switch (outcome) {
     case APPROVAL_APPROVED:
         log_info("%s: %s approved by %s", c->peer, ex->id, approver ? approver : "-");
+        if (conn_audit_blocked(c)) { /* the disk filled up during the wait */
+            c->state = CS_HEAD;
+            conn_respond(c, 503, "audit-unavailable", "the audit log cannot be written");
+            return;
+        }
         request_proceed(c);
         return;
     case APPROVAL_TIMEOUT:

@@ -123,6 +123,7 @@ struct proxy {
     struct proxy_stats stats;
     int draining;
     int audit_failed;           /* the last audit write failed: deny until one succeeds */
+    int audit_full;             /* no room could be reserved for more records: deny */
     struct event *drain_timer;
     void (*drain_done)(void *arg);
     void *drain_arg;
@@ -146,6 +147,7 @@ int decision_status(const char *decision);
 
 /* request.c: the HTTP data path */
 void request_on_head_ready(struct conn *c);
+int conn_audit_blocked(struct conn *c);
 void http_client_readcb(struct bufferevent *bev, void *arg);
 void http_client_eventcb(struct bufferevent *bev, short what, void *arg);
 void request_next(struct conn *c);

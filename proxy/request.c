@@ -10,6 +10,7 @@
 #include <event2/buffer.h>
 #include <openssl/evp.h>
 
+#include "audit/audit.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "proxy/proxy_internal.h"
@@ -199,6 +200,28 @@ try_head(struct conn *c)
 static void connect_begin(struct conn *c);
 
 /*
+ * 1 when nothing may be forwarded now: the last audit write failed, or no room can be
+ * reserved on disk for the records of the requests let through (the disk is full). Asked
+ * before anything is forwarded, so no request is served whose record cannot be written.
+ */
+int
+conn_audit_blocked(struct conn *c)
+{
+    struct proxy *px = c->px;
+    struct err err;
+
+    if (audit_reserve(px->deps.audit, &err) == -1) {
+        if (!px->audit_full)
+            log_error("audit: %s: denying requests until there is room again", err.msg);
+        px->audit_full = 1;
+    } else if (px->audit_full) {
+        log_info("audit: %s has room again", px->pol->audit_path);
+        px->audit_full = 0;
+    }
+    return px->audit_failed || px->audit_full;
+}
+
+/*
  * The pipeline for one request whose head has been parsed. Each step either answers the
  * request itself (and returns) or hands on to the next.
  */
@@ -248,7 +271,7 @@ request_on_head_ready(struct conn *c)
         conn_respond(c, 403, "deny", "denied by policy");
         return;
     }
-    if (c->px->audit_failed) {
+    if (conn_audit_blocked(c)) {
         conn_respond(c, 503, "audit-unavailable", "the audit log cannot be written");
         return;
     }
@@ -342,7 +365,7 @@ connect_begin(struct conn *c)
             ex->rule != NULL ? "denied by policy" : "no rule allows this host");
         return;
     }
-    if (c->px->audit_failed) {
+    if (conn_audit_blocked(c)) {
         conn_respond(c, 503, "audit-unavailable", "the audit log cannot be written");
         return;
     }
@@ -414,7 +437,7 @@ socks_connect_decide(struct conn *c)
     enum policy_conn_verdict verdict;
 
     verdict = policy_decide_connection(c->pol, c->agent, c->host, c->port, &c->ex.rule);
-    if (verdict == POLICY_CONN_DENY || c->px->audit_failed) {
+    if (verdict == POLICY_CONN_DENY || conn_audit_blocked(c)) {
         c->ex.decision = verdict != POLICY_CONN_DENY ? "audit-unavailable"
             : c->ex.rule != NULL                     ? "deny"
                                                      : "no-rule";

@@ -391,6 +391,44 @@ test_short_write_fails_closed(void **state)
     assert_int_equal(n, 3);
 }
 
+/*
+ * audit_reserve: room for the next records is allocated past the end of the file before
+ * anything is forwarded; where it cannot be had (here RLIMIT_FSIZE), it fails so the proxy
+ * denies instead of serving a request whose record would not fit. The file is unchanged.
+ */
+static void
+test_reserve_refuses_without_room(void **state)
+{
+    struct rlimit old, lim;
+    struct audit *a;
+    struct stat st;
+    struct err err;
+
+    write_records(0, 2);
+    a = audit_open(logpath, &err);
+    assert_non_null(a);
+    assert_int_equal(audit_reserve(NULL, &err), 0);
+    assert_int_equal(audit_reserve(a, &err), 0);
+    assert_int_equal(stat(logpath, &st), 0);
+    audit_close(a);
+    a = audit_open(logpath, &err);
+    assert_non_null(a);
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)st.st_size + AUDIT_RESERVE_BYTES - 1;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    assert_int_equal(audit_reserve(a, &err), -1);
+    assert_non_null(strstr(err.msg, "no room"));
+    lim.rlim_cur = (rlim_t)st.st_size + AUDIT_RESERVE_BYTES;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    assert_int_equal(audit_reserve(a, &err), 0);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    audit_close(a);
+    assert_int_equal(stat(logpath, &st), 0);
+    assert_int_equal(st.st_blocks * 512 < AUDIT_RESERVE_BYTES, 1); /* reserve given back */
+}
+
 /* Runs cli_audit_verify with stdout captured into out. */
 static int
 run_cli(char *out, size_t outlen)
@@ -452,6 +490,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_torn_tail_dropped_on_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_edge_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_write_fails_closed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reserve_refuses_without_room, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
     };
 
