@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,6 +47,26 @@ daemon_check(const char *config_path)
     return 0;
 }
 
+/*
+ * Each proxied connection holds two descriptors (client and upstream). Raises the soft
+ * RLIMIT_NOFILE towards what max_connections needs, up to the hard limit; short of it,
+ * accept() fails with EMFILE before the limit is reached (and the listeners pause).
+ */
+static void
+fit_nofile(uint32_t max_connections)
+{
+    rlim_t want = (rlim_t)max_connections * 2 + 64;
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur < want)
+        log_warn("max_connections %u needs about %llu file descriptors; RLIMIT_NOFILE allows "
+                 "%llu", max_connections, (unsigned long long)want,
+            (unsigned long long)rl.rlim_cur);
+}
+
 static int
 daemon_reload(struct daemon *d, struct err *err)
 {
@@ -61,6 +82,8 @@ daemon_reload(struct daemon *d, struct err *err)
         strcmp(p->listen_socks5.text, d->pol->listen_socks5.text) != 0 ||
         strcmp(p->audit_path, d->pol->audit_path) != 0)
         log_warn("reload: listen addresses and audit path take effect only after a restart");
+    if (p->max_connections > d->pol->max_connections)
+        fit_nofile(p->max_connections);
     proxy_set_policy(d->proxy, p);
     policy_unref(d->pol);
     d->pol = p;
@@ -149,6 +172,7 @@ daemon_start(struct daemon *d, struct err *err)
 
     if (secmem_harden_process() == -1)
         log_warn("cannot disable core dumps: %s", strerror(errno));
+    fit_nofile(d->pol->max_connections);
     if ((d->base = event_base_new()) == NULL)
         return err_set(err, ERR_INTERNAL, "event_base_new failed");
     d->dns = evdns_base_new(d->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);

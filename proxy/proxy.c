@@ -17,6 +17,8 @@
 
 #define CLOSING_POLL_MS 10
 #define CLOSING_MAX_MS 10000
+/* accept() out of fds or memory: listeners rest this long instead of spinning on it. */
+#define ACCEPT_PAUSE_MS 100
 
 static size_t client_pending(struct conn *c);
 
@@ -304,10 +306,34 @@ socks_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *s
 }
 
 static void
+accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *px = arg;
+
+    if (px->draining)
+        return;
+    if (px->http_listener != NULL)
+        evconnlistener_enable(px->http_listener);
+    if (px->socks_listener != NULL)
+        evconnlistener_enable(px->socks_listener);
+}
+
+static void
 accept_error_cb(struct evconnlistener *l, void *arg)
 {
-    /* EMFILE and friends: log and keep listening; libevent retries on the next event. */
-    log_warn("accept: %s", strerror(errno));
+    struct proxy *px = arg;
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    int e = errno;
+
+    /*
+     * EMFILE and friends leave the connection queued and the listener readable, so
+     * listening on would spin at full CPU (and log each turn). Rest, then try again; the
+     * queued clients wait in the backlog until a descriptor is free.
+     */
+    log_warn("accept: %s: pausing new connections for %d ms", strerror(e), ACCEPT_PAUSE_MS);
+    evconnlistener_disable(l);
+    if (px->accept_timer != NULL)
+        evtimer_add(px->accept_timer, &tv);
 }
 
 static struct evconnlistener *
@@ -339,6 +365,10 @@ proxy_new(const struct proxy_deps *deps, struct policy *p, struct err *err)
     px->deps = *deps;
     px->pol = policy_ref(p);
     TAILQ_INIT(&px->conns);
+    if ((px->accept_timer = evtimer_new(deps->base, accept_resume_cb, px)) == NULL) {
+        err_set(err, ERR_INTERNAL, "out of memory");
+        goto fail;
+    }
     if (inject_init(px) == -1) {
         err_set(err, ERR_INTERNAL, "out of memory");
         goto fail;
@@ -424,6 +454,8 @@ proxy_free(struct proxy *px)
         evconnlistener_free(px->socks_listener);
     if (px->drain_timer != NULL)
         event_free(px->drain_timer);
+    if (px->accept_timer != NULL)
+        event_free(px->accept_timer);
     intercept_free(px);
     inject_free(px);
     policy_unref(px->pol);

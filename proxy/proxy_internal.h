@@ -125,6 +125,7 @@ struct proxy {
     int audit_failed;           /* the last audit write failed: deny until one succeeds */
     int audit_full;             /* no room could be reserved for more records: deny */
     struct event *drain_timer;
+    struct event *accept_timer; /* re-enables the listeners after an accept() failure */
     void (*drain_done)(void *arg);
     void *drain_arg;
 };

@@ -88,6 +88,66 @@ def default_connection_limit_refuses_the_excess_and_recovers():
             eq(d.stop(), 0, "airlockd exit status")
 
 
+def nofile_soft(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no Max open files line")
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@test
+def out_of_descriptors_pauses_accept_instead_of_spinning():
+    # Started with a soft limit of 1024, the daemon raises its own to fit max_connections.
+    # Pushed below what it holds (prlimit), accept() fails with EMFILE while clients queue.
+    with fu.FaultOrigin() as o:
+        cfg = h.base_config([h.rule("api", ports=[o.port])])
+        soft0, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft0, 1024), hard))
+        try:
+            d = h.Daemon(cfg)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft0, hard))
+        with d:
+            pid = d.proc.pid
+            soft = nofile_soft(pid)
+            check(soft >= min(hard, 2 * DEFAULT_MAX_CONNECTIONS + 64),
+                  "airlockd left RLIMIT_NOFILE at %d for max_connections 4096" % soft)
+            fu.wait_settled(d, 0)
+            fds = fu.fd_count(pid)
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (fds + 8, hard))
+            socks = []
+            try:
+                for _ in range(24):
+                    socks.append(socket.create_connection(("127.0.0.1", d.http_port),
+                                                          timeout=5))
+                time.sleep(0.3)
+                log0, cpu0 = d.log_text().count("accept:"), cpu_seconds(pid)
+                time.sleep(2.0)
+                spent = cpu_seconds(pid) - cpu0
+                lines = d.log_text().count("accept:") - log0
+                check(lines > 0, "accept never failed: the test did not starve the daemon")
+                check(spent < 0.5, "airlockd spent %.2fs CPU in 2s while out of fds" % spent)
+                check(lines < 100, "%d accept error lines in 2s" % lines)
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+                # The connection queued last is accepted and served once fds are back.
+                socks[-1].sendall(fu.request_bytes(o.port, "/queued"))
+                status, _, body, _ = h.read_http_response(socks[-1], 5)
+                eq((status, body), (200, b"ok /queued 0\n"), "the queued connection")
+            finally:
+                for s in socks:
+                    s.close()
+            fu.wait_settled(d, 0, fds)
+            fu.still_serves(d, o.port, "/after-emfile")
+            eq(d.stop(), 0, "airlockd exit status")
+
+
 # --- 5. SIGHUP storm during traffic ---------------------------------------------------
 SECRET = "storm-" + os.urandom(8).hex()
 PIN = "4711"
