@@ -111,13 +111,39 @@ hsm_seal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned
 }
 
 int
-hsm_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *blob,
-           size_t blob_len, struct secbuf **out, struct err *err)
+hsm_unseal_into(struct hsm *h, const unsigned char *aad, size_t aad_len,
+                const unsigned char *blob, size_t blob_len, struct secbuf *out, struct err *err)
 {
     if (h == NULL || out == NULL || (blob == NULL && blob_len > 0))
         return err_set(err, ERR_USAGE, "hsm: unseal: missing argument");
+    out->len = 0;
+    if (out->cap < blob_len)
+        return err_set(err, ERR_LIMIT, "hsm: unseal: blob of %zu bytes exceeds the %zu-byte buffer",
+                       blob_len, out->cap);
+    if (h->ops->unseal(h, aad, aad_len, blob, blob_len, out, err) == -1) {
+        secbuf_wipe(out);
+        return -1;
+    }
+    return 0;
+}
+
+int
+hsm_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *blob,
+           size_t blob_len, struct secbuf **out, struct err *err)
+{
+    struct secbuf *sb;
+
+    if (out == NULL)
+        return err_set(err, ERR_USAGE, "hsm: unseal: missing argument");
     *out = NULL;
-    return h->ops->unseal(h, aad, aad_len, blob, blob_len, out, err);
+    if ((sb = secbuf_new(blob_len > 0 ? blob_len : 1)) == NULL)
+        return err_set(err, ERR_INTERNAL, "hsm: cannot allocate locked memory");
+    if (hsm_unseal_into(h, aad, aad_len, blob, blob_len, sb, err) == -1) {
+        secbuf_free(sb);
+        return -1;
+    }
+    *out = sb;
+    return 0;
 }
 
 int

@@ -12,8 +12,10 @@ struct hsm_ops {
     int (*seal)(struct hsm *h, const unsigned char *aad, size_t aad_len,
         const unsigned char *secret, size_t secret_len, unsigned char **blob, size_t *blob_len,
         struct err *err);
+    /* Writes the secret into out (out->cap >= blob_len, checked by hsm.c); leaves out
+     * wiped on failure. */
     int (*unseal)(struct hsm *h, const unsigned char *aad, size_t aad_len,
-        const unsigned char *blob, size_t blob_len, struct secbuf **out, struct err *err);
+        const unsigned char *blob, size_t blob_len, struct secbuf *out, struct err *err);
     int (*health)(struct hsm *h, struct err *err);
     void (*close)(struct hsm *h); /* frees h->priv */
 };

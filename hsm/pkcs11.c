@@ -419,7 +419,7 @@ struct p11_seal_arg {
     size_t aad_len, in_len;
     unsigned char *blob; /* seal: out */
     size_t blob_len;
-    struct secbuf *plain; /* unseal: out */
+    struct secbuf *plain; /* unseal: the caller's buffer (cap >= in_len) */
 };
 
 static void
@@ -494,40 +494,27 @@ p11_do_unseal(struct p11 *p, void *argp, struct err *err)
     struct p11_seal_arg *a = argp;
     const unsigned char *ct = a->in + P11_IV_BYTES;
     CK_ULONG ct_len = a->in_len - P11_IV_BYTES, out_len;
+    struct secbuf *sb = a->plain;
     CK_GCM_PARAMS gcm;
     CK_MECHANISM mech;
-    struct secbuf *sb;
     CK_RV rv;
 
     if (p11_need_key(p, err) == -1)
         return -1;
-    /* The plaintext is never longer than the ciphertext, so one call suffices; a module
-     * that still asks for more gets one bounded retry (the operation stays active). */
-    if ((sb = secbuf_new(ct_len)) == NULL)
-        return err_set(err, ERR_INTERNAL, "pkcs11: cannot allocate locked memory");
+    /* The plaintext is never longer than the ciphertext and the caller's buffer holds at
+     * least the whole blob, so one call suffices: a module asking for more is broken. */
     p11_gcm(&gcm, &mech, (unsigned char *)a->in, a);
-    if ((rv = p->mod->C_DecryptInit(p->session, &mech, p->key)) != CKR_OK) {
-        secbuf_free(sb);
+    if ((rv = p->mod->C_DecryptInit(p->session, &mech, p->key)) != CKR_OK)
         return p11_fail(p, rv, "decrypt", err);
-    }
     out_len = sb->cap;
     rv = p->mod->C_Decrypt(p->session, (CK_BYTE_PTR)ct, ct_len, sb->data, &out_len);
-    if (rv == CKR_BUFFER_TOO_SMALL && out_len <= P11_MAX_SECRET + P11_TAG_BYTES) {
-        secbuf_free(sb);
-        if ((sb = secbuf_new(out_len)) == NULL) {
-            p->broken = 1;
-            return err_set(err, ERR_INTERNAL, "pkcs11: cannot allocate locked memory");
-        }
-        rv = p->mod->C_Decrypt(p->session, (CK_BYTE_PTR)ct, ct_len, sb->data, &out_len);
-    }
-    if (rv != CKR_OK || out_len > sb->cap) {
-        secbuf_free(sb);
+    if (rv != CKR_OK || out_len > ct_len) {
+        secbuf_wipe(sb);
         if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_OK)
-            p->broken = 1;
+            p->broken = 1; /* the operation may still be active: start a fresh session */
         return p11_decrypt_failed(p, rv == CKR_OK ? CKR_FUNCTION_FAILED : rv, err);
     }
     sb->len = out_len;
-    a->plain = sb;
     return 0;
 }
 
@@ -642,9 +629,9 @@ p11_seal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned
 
 static int
 p11_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *blob,
-           size_t blob_len, struct secbuf **out, struct err *err)
+           size_t blob_len, struct secbuf *out, struct err *err)
 {
-    struct p11_seal_arg a = {aad, blob, aad_len, blob_len, NULL, 0, NULL};
+    struct p11_seal_arg a = {aad, blob, aad_len, blob_len, NULL, 0, out};
 
     if (aad == NULL && aad_len > 0)
         return err_set(err, ERR_USAGE, "pkcs11: unseal: missing argument");
@@ -653,10 +640,7 @@ p11_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsign
         blob_len > P11_IV_BYTES + P11_MAX_SECRET + P11_TAG_BYTES)
         return err_set(err, ERR_CRYPTO, "pkcs11: integrity check failed: blob of %zu bytes",
                        blob_len);
-    if (p11_run(h->priv, p11_do_unseal, &a, err) == -1)
-        return -1;
-    *out = a.plain;
-    return 0;
+    return p11_run(h->priv, p11_do_unseal, &a, err);
 }
 
 static int

@@ -434,24 +434,23 @@ tpm2_blob_parse(const unsigned char *data, size_t len, struct tpm2_blob *b, stru
     return 0;
 }
 
-/* Decrypts the software half with the unsealed key into a new secbuf. */
+/*
+ * Decrypts the software half with the unsealed key into the caller's buffer, whose cap
+ * (at least the blob's length, see hsm_unseal_into) covers ct_len + 16: EVP_CipherFinal_ex
+ * is handed out + len, which GCM never writes to.
+ */
 static int
 tpm2_blob_open(const struct tpm2_blob *b, const unsigned char *key, const unsigned char *aad,
-               size_t aad_len, struct secbuf **out, struct err *err)
+               size_t aad_len, struct secbuf *sb, struct err *err)
 {
     unsigned char tag[TPM2_TAG_BYTES];
-    struct secbuf *sb;
 
-    /* +16: EVP_CipherFinal_ex is handed out + len, which GCM never writes to. */
-    if (!(sb = secbuf_new(b->ct_len + TPM2_TAG_BYTES)))
-        return err_set(err, ERR_INTERNAL, "tpm2: cannot allocate locked memory");
+    if (sb->cap < b->ct_len + TPM2_TAG_BYTES)
+        return err_set(err, ERR_LIMIT, "tpm2: unseal: buffer too small");
     memcpy(tag, b->tag, sizeof(tag));
-    if (tpm2_gcm(0, key, b, aad, aad_len, b->ct, b->ct_len, sb->data, tag) < 0) {
-        secbuf_free(sb);
+    if (tpm2_gcm(0, key, b, aad, aad_len, b->ct, b->ct_len, sb->data, tag) < 0)
         return err_set(err, ERR_CRYPTO, "tpm2: unseal failed: integrity/auth check failed");
-    }
     sb->len = b->ct_len;
-    *out = sb;
     return 0;
 }
 
@@ -677,7 +676,7 @@ tpm2_seal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigne
 
 static int
 tpm2_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *blob,
-            size_t blob_len, struct secbuf **out, struct err *err)
+            size_t blob_len, struct secbuf *out, struct err *err)
 {
     struct tpm2_blob b;
     struct tpm2_unseal_arg a = {aad, aad_len, &b, NULL};

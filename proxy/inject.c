@@ -1,8 +1,10 @@
 /*
  * Credential injection. The secret is unsealed through the token at the moment the
- * request head is written, formatted into a locked buffer and handed to the upstream
- * evbuffer by reference with a cleanup that wipes and unmaps it: no plain copy is kept.
- * `hold:` keeps the unsealed secret in locked memory for that long, for high-rate APIs.
+ * request head is written, into a locked scratch buffer that is wiped as soon as the
+ * header line is formatted. The line goes into a locked buffer handed to the upstream
+ * evbuffer by reference with a cleanup that wipes it: no plain copy is kept. Both buffers
+ * are reused (lines through a small pool of wiped buffers), so an injection maps and
+ * locks no memory. `hold:` keeps the unsealed secret in locked memory for that long.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,9 @@
 
 #define INJECT_HOLD_MAX 64
 #define INJECT_LINE_MAX (8192 + 1024)
+#define INJECT_SCRATCH (VAULT_SECRET_MAX + 4096) /* see vault_unseal_into */
+#define INJECT_POOL_CAP 4096 /* bytes per pooled line buffer; longer lines get their own */
+#define INJECT_POOL_IDLE 32  /* idle line buffers kept locked */
 
 struct inject_hold {
     char name[65];
@@ -25,11 +30,29 @@ struct inject_hold {
     uint64_t expires_us;
 };
 
+struct inject_pool;
+
+/* A locked line buffer; while queued on an evbuffer it is that evbuffer's to release. */
+struct inject_line {
+    struct secbuf *sb;
+    struct inject_pool *pool; /* NULL: a one-off buffer for a long line */
+    struct inject_line *next; /* in the pool's idle list */
+};
+
+/* Outlives inject_state while lines are still queued on buffers that are freed later. */
+struct inject_pool {
+    struct inject_line *idle; /* wiped, ready for reuse */
+    size_t n_idle, n_out;
+    int closed;
+};
+
 struct inject_state {
     struct vault *vault;
     uint64_t retry_after_us;    /* after a failed open, do not hammer a missing token */
     struct inject_hold hold[INJECT_HOLD_MAX];
     struct event *sweep;
+    struct secbuf *scratch;     /* unsealed secret between unseal and formatting; wiped */
+    struct inject_pool *pool;
 };
 
 static void
@@ -37,6 +60,80 @@ hold_wipe(struct inject_hold *h)
 {
     secbuf_free(h->secret);
     memset(h, 0, sizeof(*h));
+}
+
+static void
+line_free(struct inject_line *l)
+{
+    secbuf_free(l->sb); /* wipes */
+    free(l);
+}
+
+static void
+pool_close(struct inject_pool *pool)
+{
+    struct inject_line *l;
+
+    if (pool == NULL)
+        return;
+    while ((l = pool->idle) != NULL) {
+        pool->idle = l->next;
+        line_free(l);
+    }
+    pool->n_idle = 0;
+    pool->closed = 1;
+    if (pool->n_out == 0)
+        free(pool);
+}
+
+/* A wiped line buffer of at least need bytes, from the pool when it fits. */
+static struct inject_line *
+line_get(struct inject_pool *pool, size_t need)
+{
+    struct inject_line *l;
+
+    if (need <= INJECT_POOL_CAP && pool->idle != NULL) {
+        l = pool->idle;
+        pool->idle = l->next;
+        pool->n_idle--;
+        pool->n_out++;
+        return l;
+    }
+    if ((l = calloc(1, sizeof(*l))) == NULL)
+        return NULL;
+    if ((l->sb = secbuf_new(need <= INJECT_POOL_CAP ? INJECT_POOL_CAP : need)) == NULL) {
+        free(l);
+        return NULL;
+    }
+    if (need <= INJECT_POOL_CAP) {
+        l->pool = pool;
+        pool->n_out++;
+    }
+    return l;
+}
+
+/* evbuffer cleanup (and error path): wipe, then back to the pool or unmapped. */
+static void
+line_release(const void *data, size_t len, void *arg)
+{
+    struct inject_line *l = arg;
+    struct inject_pool *pool = l->pool;
+
+    if (pool == NULL) {
+        line_free(l);
+        return;
+    }
+    pool->n_out--;
+    if (pool->closed || pool->n_idle >= INJECT_POOL_IDLE) {
+        line_free(l);
+        if (pool->closed && pool->n_out == 0)
+            free(pool);
+        return;
+    }
+    secbuf_wipe(l->sb);
+    l->next = pool->idle;
+    pool->idle = l;
+    pool->n_idle++;
 }
 
 static void
@@ -56,7 +153,9 @@ inject_init(struct proxy *px)
 {
     struct timeval one_second = {1, 0};
 
-    if ((px->inject = calloc(1, sizeof(*px->inject))) == NULL)
+    if ((px->inject = calloc(1, sizeof(*px->inject))) == NULL ||
+        (px->inject->pool = calloc(1, sizeof(*px->inject->pool))) == NULL ||
+        (px->inject->scratch = secbuf_new(INJECT_SCRATCH)) == NULL)
         return -1;
     px->inject->sweep = event_new(px->deps.base, -1, EV_PERSIST, sweep_cb, px->inject);
     if (px->inject->sweep == NULL)
@@ -77,6 +176,8 @@ inject_free(struct proxy *px)
         hold_wipe(&st->hold[i]);
     if (st->sweep != NULL)
         event_free(st->sweep);
+    secbuf_free(st->scratch);
+    pool_close(st->pool);
     vault_close(st->vault);
     free(st);
     px->inject = NULL;
@@ -106,6 +207,17 @@ inject_vault(struct proxy *px, const struct policy *p, struct err *err)
     return st->vault;
 }
 
+/* Forgets the vault after a token error so the next request reconnects to a token that
+ * came back. */
+static void
+inject_token_failed(struct inject_state *st, const struct err *err)
+{
+    if (err->code == ERR_TOKEN) {
+        vault_close(st->vault);
+        st->vault = NULL;
+    }
+}
+
 /* Unseals an internal credential such as the CA key ("_ca"); the caller frees it. */
 int
 inject_unseal_named(struct proxy *px, const struct policy *p, const char *name,
@@ -116,22 +228,23 @@ inject_unseal_named(struct proxy *px, const struct policy *p, const char *name,
     if ((v = inject_vault(px, p, err)) == NULL)
         return -1;
     if (vault_unseal(v, name, out, err) == -1) {
-        if (err->code == ERR_TOKEN) {
-            vault_close(px->inject->vault);
-            px->inject->vault = NULL;
-        }
+        inject_token_failed(px->inject, err);
         return -1;
     }
     return 0;
 }
 
-static struct secbuf *
+/*
+ * The credential's plaintext: a held copy, or st->scratch, which the caller wipes as soon
+ * as it has formatted the line (on every path). NULL with err when unavailable.
+ */
+static const struct secbuf *
 unseal(struct proxy *px, const struct policy *p, const struct policy_credential *cred,
     struct err *err)
 {
     struct inject_state *st = px->inject;
     struct inject_hold *slot = NULL;
-    struct secbuf *sb = NULL, *copy;
+    struct secbuf *held;
     struct vault *v;
     size_t i;
 
@@ -139,44 +252,28 @@ unseal(struct proxy *px, const struct policy *p, const struct policy_credential 
         for (i = 0; i < INJECT_HOLD_MAX; i++) {
             if (st->hold[i].secret != NULL && strcmp(st->hold[i].name, cred->name) == 0 &&
                 st->hold[i].expires_us > util_now_us())
-                slot = &st->hold[i];
+                return st->hold[i].secret;
         }
     }
-    if (slot == NULL) {
-        if ((v = inject_vault(px, p, err)) == NULL)
-            return NULL;
-        if (vault_unseal(v, cred->name, &sb, err) == -1) {
-            /* Drop the handle so the next request reconnects to a token that came back. */
-            if (err->code == ERR_TOKEN) {
-                vault_close(st->vault);
-                st->vault = NULL;
-            }
-            return NULL;
-        }
-        if (cred->hold_ms == 0)
-            return sb;
-        for (i = 0; i < INJECT_HOLD_MAX && slot == NULL; i++)
-            if (st->hold[i].secret == NULL || strcmp(st->hold[i].name, cred->name) == 0)
-                slot = &st->hold[i];
-        if (slot == NULL)
-            return sb;
-        hold_wipe(slot);
-        util_strlcpy(slot->name, cred->name, sizeof(slot->name));
-        slot->secret = sb;
-        slot->expires_us = util_now_us() + cred->hold_ms * 1000;
-    }
-    if ((copy = secbuf_new(slot->secret->len + 1)) == NULL) {
-        err_set(err, ERR_INTERNAL, "out of locked memory");
+    if ((v = inject_vault(px, p, err)) == NULL)
+        return NULL;
+    if (vault_unseal_into(v, cred->name, st->scratch, err) == -1) {
+        inject_token_failed(st, err);
         return NULL;
     }
-    secbuf_append(copy, slot->secret->data, slot->secret->len);
-    return copy;
-}
-
-static void
-wipe_cleanup(const void *data, size_t len, void *arg)
-{
-    secbuf_free(arg);
+    if (cred->hold_ms == 0)
+        return st->scratch;
+    for (i = 0; i < INJECT_HOLD_MAX && slot == NULL; i++)
+        if (st->hold[i].secret == NULL || strcmp(st->hold[i].name, cred->name) == 0)
+            slot = &st->hold[i];
+    if (slot == NULL || (held = secbuf_new(st->scratch->len + 1)) == NULL)
+        return st->scratch; /* no room to hold: used once, like hold: 0s */
+    secbuf_append(held, st->scratch->data, st->scratch->len);
+    hold_wipe(slot);
+    util_strlcpy(slot->name, cred->name, sizeof(slot->name));
+    slot->secret = held;
+    slot->expires_us = util_now_us() + cred->hold_ms * 1000;
+    return held;
 }
 
 /* A secret that could end the header line would let a credential smuggle headers. */
@@ -199,27 +296,31 @@ int
 inject_header(struct conn *c, struct evbuffer *out, struct err *err)
 {
     const struct policy_credential *cred = c->ex.rule->credential;
+    struct inject_state *st = c->px->inject;
     const char *at = strstr(cred->format, "{secret}");
-    struct secbuf *secret, *line;
     size_t prefix = (size_t)(at - cred->format), need;
+    const struct secbuf *secret;
+    struct inject_line *line = NULL;
+    struct secbuf *sb;
 
     if ((secret = unseal(c->px, c->pol, cred, err)) == NULL)
         return -1;
     need = strlen(cred->header) + 2 + strlen(cred->format) - 8 + secret->len + 2;
     if (!header_value_safe(secret->data, secret->len) || need > INJECT_LINE_MAX ||
-        (line = secbuf_new(need)) == NULL) {
-        secbuf_free(secret);
+        (line = line_get(st->pool, need)) == NULL) {
+        secbuf_wipe(st->scratch);
         return err_set(err, ERR_CRYPTO, "credential %s cannot be used in a header", cred->name);
     }
-    secbuf_append(line, cred->header, strlen(cred->header));
-    secbuf_append(line, ": ", 2);
-    secbuf_append(line, cred->format, prefix);
-    secbuf_append(line, secret->data, secret->len);
-    secbuf_append(line, at + 8, strlen(at + 8));
-    secbuf_append(line, "\r\n", 2);
-    secbuf_free(secret);
-    if (evbuffer_add_reference(out, line->data, line->len, wipe_cleanup, line) == -1) {
-        secbuf_free(line);
+    sb = line->sb;
+    secbuf_append(sb, cred->header, strlen(cred->header));
+    secbuf_append(sb, ": ", 2);
+    secbuf_append(sb, cred->format, prefix);
+    secbuf_append(sb, secret->data, secret->len);
+    secbuf_append(sb, at + 8, strlen(at + 8));
+    secbuf_append(sb, "\r\n", 2);
+    secbuf_wipe(st->scratch);
+    if (evbuffer_add_reference(out, sb->data, sb->len, line_release, line) == -1) {
+        line_release(sb->data, sb->len, line);
         return err_set(err, ERR_INTERNAL, "cannot queue the credential");
     }
     return 0;

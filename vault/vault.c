@@ -21,9 +21,30 @@
 #define VAULT_AAD_MAX (6 + VAULT_NAME_MAX)
 #define VAULT_SUFFIX ".sealed"
 
+#define VAULT_CACHE_MAX 32 /* sealed files kept in memory for vault_unseal */
+
+/*
+ * A sealed file as last read, with the stat fields that tell whether it changed since.
+ * Ciphertext is not secret; caching it saves the open/read/close of every unseal while a
+ * stat still sees a replaced, rewritten or removed file at once.
+ */
+struct vault_cached {
+    char name[VAULT_NAME_MAX + 1]; /* "" when the slot is free */
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+    char *file; /* malloc'd contents; data points into it */
+    const unsigned char *data;
+    size_t datalen;
+    enum hsm_backend backend;
+};
+
 struct vault {
     struct hsm *hsm;
     char *dir;
+    struct vault_cached cache[VAULT_CACHE_MAX];
+    unsigned cache_next; /* round-robin victim when every slot is taken */
 };
 
 /* mkdir -p with mode 0700 for the components it creates. */
@@ -93,11 +114,33 @@ vault_need_token(const struct vault *v, struct err *err)
     return 0;
 }
 
+static void
+vault_cache_drop(struct vault_cached *c)
+{
+    free(c->file);
+    memset(c, 0, sizeof(*c));
+}
+
+static struct vault_cached *
+vault_cache_find(struct vault *v, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < VAULT_CACHE_MAX; i++)
+        if (strcmp(v->cache[i].name, name) == 0)
+            return &v->cache[i];
+    return NULL;
+}
+
 void
 vault_close(struct vault *v)
 {
+    size_t i;
+
     if (v == NULL)
         return;
+    for (i = 0; i < VAULT_CACHE_MAX; i++)
+        vault_cache_drop(&v->cache[i]);
     hsm_close(v->hsm);
     free(v->dir);
     free(v);
@@ -125,6 +168,7 @@ vault_enroll(struct vault *v, const char *name, const unsigned char *secret, siz
 {
     unsigned char aad[VAULT_AAD_MAX], *sealed = NULL, *file = NULL;
     size_t aad_len, sealed_len, file_len;
+    struct vault_cached *c;
     enum hsm_backend b;
     char path[4096];
     struct stat st;
@@ -148,6 +192,8 @@ vault_enroll(struct vault *v, const char *name, const unsigned char *secret, siz
                 sealed_len);
         goto out;
     }
+    if ((c = vault_cache_find(v, name)) != NULL)
+        vault_cache_drop(c);
     if (util_write_file_atomic(path, file, file_len, 0600) == -1) {
         err_set(err, ERR_IO, "vault: %s: write %s: %s", name, path, strerror(errno));
         goto out;
@@ -193,33 +239,99 @@ fail:
     return -1;
 }
 
+static int
+vault_stat_same(const struct vault_cached *c, const struct stat *st)
+{
+    return c->dev == st->st_dev && c->ino == st->st_ino && c->size == st->st_size &&
+           c->mtime.tv_sec == st->st_mtim.tv_sec && c->mtime.tv_nsec == st->st_mtim.tv_nsec &&
+           c->ctime.tv_sec == st->st_ctim.tv_sec && c->ctime.tv_nsec == st->st_ctim.tv_nsec;
+}
+
+/*
+ * The decoded sealed file of name: from the cache when a stat of the file matches what was
+ * read last time, else read afresh. The stat comes first, so a file changing during the
+ * read is read again next time. The result stays valid until the next vault call.
+ */
+static struct vault_cached *
+vault_sealed(struct vault *v, const char *name, struct err *err)
+{
+    struct vault_cached *c = NULL;
+    uint64_t created;
+    char path[4096];
+    struct stat st;
+    size_t i;
+
+    if (vault_path(v, name, path, sizeof(path), err) == -1)
+        return NULL;
+    c = vault_cache_find(v, name);
+    if (stat(path, &st) == -1) {
+        if (c != NULL)
+            vault_cache_drop(c);
+        if (errno == ENOENT)
+            err_set(err, ERR_NOTFOUND, "vault: %s: not enrolled", name);
+        else
+            err_set(err, ERR_IO, "vault: %s: stat %s: %s", name, path, strerror(errno));
+        return NULL;
+    }
+    if (c != NULL && vault_stat_same(c, &st))
+        return c;
+    if (c == NULL) {
+        for (i = 0; i < VAULT_CACHE_MAX && c == NULL; i++)
+            if (v->cache[i].name[0] == '\0')
+                c = &v->cache[i];
+        if (c == NULL)
+            c = &v->cache[v->cache_next++ % VAULT_CACHE_MAX];
+    }
+    vault_cache_drop(c);
+    if (vault_read(v, name, &c->file, &c->backend, &created, &c->data, &c->datalen, err) == -1)
+        return NULL;
+    util_strlcpy(c->name, name, sizeof(c->name));
+    c->dev = st.st_dev;
+    c->ino = st.st_ino;
+    c->size = st.st_size;
+    c->mtime = st.st_mtim;
+    c->ctime = st.st_ctim;
+    return c;
+}
+
 int
-vault_unseal(struct vault *v, const char *name, struct secbuf **out, struct err *err)
+vault_unseal_into(struct vault *v, const char *name, struct secbuf *out, struct err *err)
 {
     unsigned char aad[VAULT_AAD_MAX];
-    const unsigned char *data;
-    enum hsm_backend b;
-    uint64_t created;
-    size_t datalen, aad_len;
-    char *file;
+    struct vault_cached *c;
+    size_t aad_len;
     int rc;
 
-    *out = NULL;
-    if (vault_need_token(v, err) == -1)
+    out->len = 0;
+    if (vault_need_token(v, err) == -1 || (c = vault_sealed(v, name, err)) == NULL)
         return -1;
-    if (vault_read(v, name, &file, &b, &created, &data, &datalen, err) == -1)
-        return -1;
-    if (b != hsm_backend(v->hsm)) {
-        free(file);
+    if (c->backend != hsm_backend(v->hsm))
         return err_set(err, ERR_USAGE, "vault: %s: sealed by the %s backend, not this one", name,
-                       b == HSM_BACKEND_TPM2 ? "tpm2" : "pkcs11");
-    }
-    aad_len = vault_blob_aad(b, name, aad, sizeof(aad));
-    rc = hsm_unseal(v->hsm, aad, aad_len, data, datalen, out, err);
-    free(file);
+                       c->backend == HSM_BACKEND_TPM2 ? "tpm2" : "pkcs11");
+    aad_len = vault_blob_aad(c->backend, name, aad, sizeof(aad));
+    rc = hsm_unseal_into(v->hsm, aad, aad_len, c->data, c->datalen, out, err);
     if (rc == -1 && err != NULL && (err->code == ERR_CRYPTO || err->code == ERR_PARSE))
         err_prefix(err, "vault: %s", name);
     return rc;
+}
+
+int
+vault_unseal(struct vault *v, const char *name, struct secbuf **out, struct err *err)
+{
+    struct vault_cached *c;
+    struct secbuf *sb;
+
+    *out = NULL;
+    if (vault_need_token(v, err) == -1 || (c = vault_sealed(v, name, err)) == NULL)
+        return -1;
+    if ((sb = secbuf_new(c->datalen > 0 ? c->datalen : 1)) == NULL)
+        return err_set(err, ERR_INTERNAL, "vault: cannot allocate locked memory");
+    if (vault_unseal_into(v, name, sb, err) == -1) {
+        secbuf_free(sb);
+        return -1;
+    }
+    *out = sb;
+    return 0;
 }
 
 static int
@@ -301,8 +413,12 @@ vault_remove(struct vault *v, const char *name, struct err *err)
 {
     char path[4096];
 
+    struct vault_cached *c;
+
     if (vault_path(v, name, path, sizeof(path), err) == -1)
         return -1;
+    if ((c = vault_cache_find(v, name)) != NULL)
+        vault_cache_drop(c);
     if (unlink(path) == -1) {
         if (errno == ENOENT)
             return err_set(err, ERR_NOTFOUND, "vault: %s: not enrolled", name);

@@ -39,8 +39,18 @@ int vault_init(struct vault *v, struct err *err);
  */
 int vault_enroll(struct vault *v, const char *name, const unsigned char *secret, size_t len,
                  int replace, struct err *err);
-/* Unseals name into a new secbuf (*out) the caller frees with secbuf_free(). */
+/*
+ * Unseals name into a new secbuf (*out) the caller frees with secbuf_free(). The sealed
+ * file's bytes (ciphertext) are cached per vault and reread when a stat of the file shows
+ * it changed (inode, size, mtime or ctime), so a replaced or removed credential is seen
+ * by the next unseal without a read per unseal.
+ */
 int vault_unseal(struct vault *v, const char *name, struct secbuf **out, struct err *err);
+/*
+ * vault_unseal into the caller's reusable locked buffer (see hsm_unseal_into): out->cap of
+ * VAULT_SECRET_MAX + 4096 covers any blob vault_enroll writes. out holds nothing on failure.
+ */
+int vault_unseal_into(struct vault *v, const char *name, struct secbuf *out, struct err *err);
 /* Headers of every blob, sorted by name; *entries is malloc'd (free()), NULL when empty. */
 int vault_list(struct vault *v, struct vault_entry **entries, size_t *n, struct err *err);
 /* Deletes DIR/NAME.sealed; ERR_NOTFOUND if absent. */

@@ -437,6 +437,64 @@ spill(const char *name, const unsigned char *buf, size_t len)
     fclose(f);
 }
 
+/*
+ * vault_unseal_into reuses the caller's buffer and the sealed file's bytes cached in the
+ * vault; a file replaced by another process (the CLI), altered in place or removed is
+ * seen by the very next unseal.
+ */
+static void
+test_unseal_into_and_cache(void **state)
+{
+    struct vault *v = open_vault(), *cli = open_vault();
+    struct secbuf *buf = secbuf_new(VAULT_SECRET_MAX + 4096), *tiny = secbuf_new(8);
+    static unsigned char blob[80000];
+    struct err err = {0};
+    char path[256];
+    struct timespec later[2] = {{0, UTIME_OMIT}, {0, 0}};
+    struct stat st;
+    size_t n;
+    int i;
+
+    assert_non_null(buf);
+    assert_non_null(tiny);
+    enroll_ok(cli, "github", SECRET, 0);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(vault_unseal_into(v, "github", buf, &err), 0);
+        assert_int_equal(buf->len, strlen(SECRET));
+        assert_memory_equal(buf->data, SECRET, strlen(SECRET));
+    }
+    /* A buffer smaller than the blob is refused before the token sees anything. */
+    assert_int_equal(vault_unseal_into(v, "github", tiny, &err), -1);
+    assert_int_equal(err.code, ERR_LIMIT);
+    assert_int_equal(tiny->len, 0);
+    /* Rotated by another vault handle: a new file (rename), so a new inode. */
+    enroll_ok(cli, "github", "rotated", 1);
+    assert_int_equal(vault_unseal_into(v, "github", buf, &err), 0);
+    assert_int_equal(buf->len, 7);
+    assert_memory_equal(buf->data, "rotated", 7);
+    /* Altered in place, same inode and size; the mtime moves on (set explicitly: a rewrite
+     * within one clock tick keeps it, then the cached, authentic blob is used). */
+    n = slurp("github", blob, sizeof(blob));
+    blob[n - 5] ^= 0x40;
+    spill("github", blob, n);
+    assert_int_equal(stat(blob_path("github", path, sizeof(path)), &st), 0);
+    later[1].tv_sec = st.st_mtim.tv_sec + 10;
+    assert_int_equal(utimensat(AT_FDCWD, path, later, 0), 0);
+    assert_int_equal(vault_unseal_into(v, "github", buf, &err), -1);
+    assert_int_equal(err.code, ERR_CRYPTO);
+    assert_int_equal(buf->len, 0);
+    /* Removed by the other handle: not enrolled at once. */
+    assert_int_equal(vault_remove(cli, "github", &err), 0);
+    assert_int_equal(vault_unseal_into(v, "github", buf, &err), -1);
+    assert_int_equal(err.code, ERR_NOTFOUND);
+    enroll_ok(cli, "github", "back", 0);
+    assert_unseals(v, "github", "back");
+    secbuf_free(buf);
+    secbuf_free(tiny);
+    vault_close(cli);
+    vault_close(v);
+}
+
 static void
 test_file_mode_and_no_plaintext(void **state)
 {
@@ -706,6 +764,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_enroll_list_remove, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replace_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_mode_and_no_plaintext, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unseal_into_and_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copied_and_corrupt_blobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_headers_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli_enroll, setup, teardown),
