@@ -314,11 +314,9 @@ load_root(struct lctx *c)
 struct policy *
 policy_load(const char *path, struct err *err)
 {
-    struct lctx c;
     struct policy *p;
     size_t len;
     char *buf;
-    int rc;
 
     err_clear(err);
     if (path == NULL) {
@@ -327,16 +325,38 @@ policy_load(const char *path, struct err *err)
     }
     if ((buf = read_config(path, &len, err)) == NULL)
         return NULL;
-    if ((p = policy_new_defaults(path, err)) == NULL) {
-        free(buf);
+    p = policy_load_buffer(path, buf, len, err);
+    free(buf);
+    return p;
+}
+
+struct policy *
+policy_load_buffer(const char *path, const char *buf, size_t len, struct err *err)
+{
+    struct lctx c;
+    struct policy *p;
+    int rc;
+
+    err_clear(err);
+    if (path == NULL) {
+        err_set(err, ERR_USAGE, "no configuration path");
         return NULL;
     }
+    if (buf == NULL && len > 0) {
+        err_set(err, ERR_USAGE, "%s: no configuration text", path);
+        return NULL;
+    }
+    if (len > POLICY_MAX_FILE) {
+        err_set(err, ERR_USAGE, "%s:1:1: file is larger than 1 MiB", path);
+        return NULL;
+    }
+    if ((p = policy_new_defaults(path, err)) == NULL)
+        return NULL;
     memset(&c, 0, sizeof(c));
     c.path = path;
     c.err = err;
     c.p = p;
-    c.root = ytree_parse(path, buf, len, err);
-    free(buf);
+    c.root = ytree_parse(path, buf != NULL ? buf : "", len, err);
     rc = c.root != NULL ? load_root(&c) : -1;
     ytree_free((struct ynode *)c.root);
     if (rc == -1) {

@@ -132,6 +132,13 @@ struct policy {
  * cannot be read). The result has refcount 1.
  */
 struct policy *policy_load(const char *path, struct err *err);
+/*
+ * The same from len bytes in memory (at most 1 MiB; no NUL terminator needed). path is
+ * only used in messages and for its directory, against which relative paths resolve; that
+ * directory must exist. Used by tests and the fuzzer.
+ */
+struct policy *policy_load_buffer(const char *path, const char *buf, size_t len,
+    struct err *err);
 struct policy *policy_ref(struct policy *p);
 void policy_unref(struct policy *p); /* frees at zero; NULL is a no-op */
 
