@@ -151,6 +151,8 @@ exchange_done(struct conn *c)
         ex->up_keep = 0;
     }
     conn_audit(c);
+    /* The exchange's send timeout ends with it; the idle timer takes over. */
+    bufferevent_set_timeouts(c->client, NULL, NULL);
     if (!ex->up_keep && c->up != NULL) {
         bufferevent_free(c->up);
         c->up = NULL;
@@ -179,6 +181,22 @@ up_arm_timeout(struct conn *c)
         (suseconds_t)(c->pol->upstream_timeout_ms % 1000 * 1000)};
 
     bufferevent_set_timeouts(c->up, &tv, NULL);
+}
+
+/*
+ * A client that takes no byte of its response for idle_timeout (it stopped reading, or
+ * vanished without a FIN) is cut, so it cannot pin the connection and its upstream
+ * forever. Plain sockets only: the TLS filter's generic timers run even with nothing to
+ * send, which would cut a client that is merely waiting for a slow upstream.
+ */
+static void
+client_arm_send_timeout(struct conn *c)
+{
+    struct timeval tv = {(time_t)(c->pol->idle_timeout_ms / 1000),
+        (suseconds_t)(c->pol->idle_timeout_ms % 1000 * 1000)};
+
+    if (bufferevent_get_underlying(c->client) == NULL)
+        bufferevent_set_timeouts(c->client, NULL, &tv);
 }
 
 void
@@ -210,6 +228,7 @@ forward_start(struct conn *c)
     bufferevent_enable(c->up, EV_READ | EV_WRITE);
     bufferevent_setcb(c->client, http_client_readcb, client_writecb, http_client_eventcb, c);
     bufferevent_setwatermark(c->client, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
+    client_arm_send_timeout(c);
     if (ex->req_done)
         bufferevent_disable(c->client, EV_READ);
     else
@@ -357,6 +376,7 @@ up_readcb(struct bufferevent *bev, void *arg)
         ex->status = ex->resp.status;
         if (ex->resp.status == 101 && ex->upgrade) {
             write_response_head(c, &ex->resp, 1);
+            bufferevent_set_timeouts(c->client, NULL, NULL);
             tunnel_start(c);
             return;
         }

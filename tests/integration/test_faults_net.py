@@ -186,6 +186,35 @@ def client_gone_mid_download_frees_both_sides(d):
 
 
 @test
+def client_that_stops_reading_is_cut_after_idle_timeout(d):
+    # A client that vanished without a FIN (or simply stopped reading) must not pin the
+    # connection and its upstream forever: no byte taken for idle_timeout (5s) cuts it.
+    fds, n0 = baseline(d), len(d.audit_records())
+    path = "/bytes/50000000"
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(5)
+    s.connect(("127.0.0.1", d.http_port))
+    try:
+        s.sendall(fu.request_bytes(ORIGIN.port, path))
+        check(s.recv(4096).startswith(b"HTTP/1.1 200"), "download did not start")
+        t0 = time.monotonic()
+        deadline = t0 + 15
+        while fu.active(d) > 0 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        took = time.monotonic() - t0
+        eq(fu.active(d), 0, "connections_active with a client that stopped reading")
+        check(4.0 <= took < 10.0, "cut after %.1fs with idle_timeout 5s" % took)
+    finally:
+        s.close()
+    check(ORIGIN.wait_open(0), "the origin connection was not closed", ORIGIN.stats())
+    rec = fu.audit_by_path(d, path, n0)
+    eq((rec["decision"], rec["status"]), ("allow", 200), "audit")
+    check(0 < rec["bytes_down"] < 50000000, "audit bytes_down", rec["bytes_down"])
+    after_fault(d, fds)
+
+
+@test
 def client_gone_while_held_cancels_the_item(d):
     fds = baseline(d)
     seen = len(ORIGIN.stats()["paths"])
