@@ -9,6 +9,8 @@ Everything talks to 127.0.0.1 only and every loop and wait is bounded.
 
 import contextlib
 import errno
+import hashlib
+import hmac
 import os
 import pty
 import re
@@ -242,11 +244,12 @@ class TinyDisk:
 
 # --- a fake buddy device on a pty ----------------------------------------------------------
 class FakeDevice:
-    """The device side of the buddy protocol (auth none), driven line by line by the test,
-    so it can stop in the middle of a line: a pty whose slave path is symlinked at link."""
+    """The device side of the buddy protocol, driven line by line by the test, so it can
+    stop in the middle of a line or hold back a press: a pty whose slave path is symlinked
+    at link. key: the 32-byte pair key (auth hmac), or None for auth none (macs "-")."""
 
-    def __init__(self, link, devid="FAKE1"):
-        self.link, self.devid = link, devid
+    def __init__(self, link, devid="FAKE1", key=None):
+        self.link, self.devid, self.key = link, devid, key
         self.master, slave = pty.openpty()
         tty.setraw(slave)
         self.slave_path = os.ttyname(slave)
@@ -292,11 +295,27 @@ class FakeDevice:
     def send(self, data):
         os.write(self.master, data)
 
+    def mac(self, kind, a, b):
+        """SPEC section 7: first 32 hex chars of HMAC-SHA256(key, "KIND|a|b"); "-" without
+        a key."""
+        if self.key is None:
+            return "-"
+        return hmac.new(self.key, ("%s|%s|%s" % (kind, a, b)).encode(),
+                        hashlib.sha256).hexdigest()[:32]
+
     def handshake(self):
-        """Answers the daemon's HELLO (auth none: mac "-")."""
-        ln = self.wait_line(r"^HELLO 1 [0-9a-f]+$")
-        self.send(("HELLO 1 %s -\n" % self.devid).encode())
-        return ln
+        """Answers the daemon's HELLO challenge."""
+        hnonce = self.wait_line(r"^HELLO 1 [0-9a-f]+$").split()[2]
+        self.send(("HELLO 1 %s %s\n" % (self.devid, self.mac("HELLO", self.devid, hnonce)))
+                  .encode())
+
+    def wait_show(self, timeout=8.0):
+        """(id, nonce, text) of the next SHOW."""
+        _, iid, nonce, text = self.wait_line(r"^SHOW ", timeout).split(" ", 3)
+        return iid, nonce, text
+
+    def approve_line(self, iid, nonce):
+        return ("APPROVE %s %s\n" % (iid, self.mac("APPROVE", iid, nonce))).encode()
 
     def unplug(self):
         """The cable is pulled: both ends of the pty close, the link goes away."""
