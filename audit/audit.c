@@ -286,8 +286,7 @@ audit_reserve(struct audit *a, struct err *err)
     /* RLIMIT_FSIZE caps the size, not the blocks: room past it would be no room at all. */
     if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
         (rlim_t)a->size + AUDIT_RESERVE_BYTES > rl.rlim_cur)
-        return err_set(err, ERR_IO, "%s: no room for more records: %s", a->path,
-                       strerror(EFBIG));
+        return err_set(err, ERR_IO, "%s: no room for more records: %s", a->path, strerror(EFBIG));
     do
         r = fallocate(a->fd, FALLOC_FL_KEEP_SIZE, a->size, AUDIT_RESERVE_BYTES);
     while (r == -1 && errno == EINTR);
@@ -296,8 +295,9 @@ audit_reserve(struct audit *a, struct err *err)
         return 0;
     }
     if (errno == EOPNOTSUPP || errno == ENOSYS) {
-        log_warn("audit: %s: the file system cannot reserve room (%s); a full disk is "
-                 "noticed only when a write fails", a->path, strerror(errno));
+        log_warn("audit: %s: the file system cannot reserve room (%s); a full disk is noticed "
+                 "only when a write fails",
+                 a->path, strerror(errno));
         a->no_fallocate = 1;
         return 0;
     }
