@@ -150,6 +150,13 @@ exchange_done(struct conn *c)
         ex->client_close = 1;
         ex->up_keep = 0;
     }
+    if (ex->up_keep && c->up != NULL && evbuffer_get_length(bufferevent_get_input(c->up)) > 0) {
+        /* Bytes past the end of the response: the next request would get them as its
+         * answer (response desync). An upstream out of step is never reused. */
+        log_info("%s: %s %s:%u sent bytes past its response; not reusing it", c->peer, ex->id,
+            ex->host, ex->port);
+        ex->up_keep = 0;
+    }
     conn_audit(c);
     /* The exchange's send timeout ends with it; the idle timer takes over. */
     bufferevent_set_timeouts(c->client, NULL, NULL);

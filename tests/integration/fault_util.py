@@ -26,6 +26,7 @@ class FaultOrigin:
     /chunkcut/K   chunked, K bytes in chunks, a pause, then FIN without the last chunk
     /stallhead    reads the request, never answers
     /stallbody/N/K  Content-Length N, K bytes, then silence
+    /extra        a 3-byte response followed at once by a second, unrequested response
     /bytes/N      N bytes with Content-Length, sent in 64 KiB pieces
     anything else 200 "ok <path> <body length>\\n", keep-alive
 
@@ -188,6 +189,11 @@ class FaultOrigin:
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n + h.pattern_bytes(k))
             self._stall(c)
             return False
+        if kind == "extra":
+            # One response plus the head and body of a second nobody asked for.
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+                      b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nEVIL!\n")
+            return True
         if kind == "bytes" and len(args) == 1:
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                       b"Content-Length: %d\r\n\r\n" % args[0])

@@ -108,6 +108,23 @@ def upstream_cut_chunked_body_never_ends_cleanly(d):
     after_fault(d, fds)
 
 
+@test
+def upstream_bytes_past_the_response_never_answer_the_next_request(d):
+    # An origin that sends a second, unrequested response right behind the first must
+    # not have it delivered as the answer to the client's next request (desync).
+    fds, n0 = baseline(d), len(d.audit_records())
+    accepts = ORIGIN.stats()["accepts"]
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=5) as s:
+        s.sendall(fu.request_bytes(ORIGIN.port, "/extra"))
+        eq(h.read_http_response(s, 5)[::2], (200, b"abc"), "first response")
+        s.sendall(fu.request_bytes(ORIGIN.port, "/next"))
+        status, _, body, _ = h.read_http_response(s, 5)
+        eq((status, body), (200, b"ok /next 0\n"), "answer to the next request")
+    eq(ORIGIN.stats()["accepts"] - accepts, 2, "upstream connections (the first not reused)")
+    eq(fu.audit_by_path(d, "/extra", n0)["bytes_down"], 3, "audit bytes_down of /extra")
+    after_fault(d, fds)
+
+
 # --- 2. the upstream stalls -----------------------------------------------------------
 @test
 def upstream_silent_before_head_is_504(d):
