@@ -145,6 +145,7 @@ conn_free(struct conn *c)
         conn_audit(c);
     http_msg_clear(&c->ex.req);
     http_msg_clear(&c->ex.resp);
+    splice_relay_free(c->splice); /* its events watch the fds freed below */
     if (c->up != NULL)
         bufferevent_free(c->up);
     if (c->client != NULL)

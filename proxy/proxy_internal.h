@@ -74,6 +74,7 @@ struct exchange {
 };
 
 struct dial;
+struct splice_relay;
 
 struct conn {
     struct proxy *px;
@@ -103,6 +104,7 @@ struct conn {
     struct exchange ex;
     int ex_active;
     uint64_t tunnel_start_us;
+    struct splice_relay *splice; /* blind tunnel relayed with splice(2), see splice.c */
     uint64_t closing_deadline_us;
     TAILQ_ENTRY(conn) link;
 };
@@ -182,6 +184,10 @@ void intercept_upstream(struct conn *c, struct bufferevent *up);
 
 /* tunnel.c */
 void tunnel_start(struct conn *c);
+
+/* splice.c: zero-copy relay for blind tunnels between plain sockets */
+int splice_relay_start(struct conn *c);
+void splice_relay_free(struct splice_relay *r);
 
 /* socks.c */
 void socks_client_readcb(struct bufferevent *bev, void *arg);

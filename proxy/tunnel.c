@@ -1,7 +1,9 @@
 /*
  * Blind relay between client and upstream (allowed CONNECT / SOCKS5 tunnels, and
- * websockets after 101), the way libevent's sample/le-proxy.c does it: move whole buffer
- * chains, stop reading a side while the other's output is above the high-water mark.
+ * websockets after 101). Between two plain sockets splice.c relays with splice(2); on a
+ * TLS filter (intercepted websockets) or without pipes this falls back to buffers, the
+ * way libevent's sample/le-proxy.c does it: move whole buffer chains, stop reading a side
+ * while the other's output is above the high-water mark.
  */
 #include <event2/buffer.h>
 
@@ -43,6 +45,13 @@ tunnel_start(struct conn *c)
     if (c->tunnel_start_us == 0)
         c->tunnel_start_us = util_now_us();
     bufferevent_set_timeouts(c->up, NULL, NULL);
+    /* Bytes that arrived with the CONNECT head or the 101 response go first. */
+    c->ex.bytes_up += evbuffer_get_length(bufferevent_get_input(c->client));
+    evbuffer_add_buffer(bufferevent_get_output(c->up), bufferevent_get_input(c->client));
+    c->ex.bytes_down += evbuffer_get_length(bufferevent_get_input(c->up));
+    evbuffer_add_buffer(bufferevent_get_output(c->client), bufferevent_get_input(c->up));
+    if (splice_relay_start(c) == 0)
+        return;
     /* libevent reads 16 KiB per callback by default; bulk tunnels want far bigger bites. */
     bufferevent_set_max_single_read(c->client, TUNNEL_IO_CHUNK);
     bufferevent_set_max_single_write(c->client, TUNNEL_IO_CHUNK);
@@ -54,11 +63,6 @@ tunnel_start(struct conn *c)
     bufferevent_setcb(c->up, tunnel_readcb, tunnel_writecb, tunnel_eventcb, c);
     bufferevent_enable(c->client, EV_READ | EV_WRITE);
     bufferevent_enable(c->up, EV_READ | EV_WRITE);
-    /* Bytes that arrived with the CONNECT head or the 101 response go first. */
-    if (evbuffer_get_length(bufferevent_get_input(c->client)) > 0)
-        tunnel_move(c, c->client);
-    if (evbuffer_get_length(bufferevent_get_input(c->up)) > 0)
-        tunnel_move(c, c->up);
 }
 
 static void

@@ -6,7 +6,10 @@ records say via "connect".
 """
 
 import contextlib
+import hashlib
 import os
+import socket
+import threading
 
 import harness as h
 from harness import check, eq, test
@@ -16,13 +19,50 @@ TLS = (os.path.join(h.TLS_DIR, "server.pem"), os.path.join(h.TLS_DIR, "server.ke
 S = {}
 
 
+class EofOrigin:
+    """Accepts connections one at a time, reads each to EOF, then answers
+    b"got LEN SHA256" and closes: it only answers once the client's half-close has come
+    through the tunnel."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            with c:
+                c.settimeout(10)
+                data = h.recv_all(c, timeout=10, limit=64 << 20)
+                c.sendall(b"got %d %s" % (len(data), hashlib.sha256(data).hexdigest().encode()))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join(2)
+        self.sock.close()
+
+
 @contextlib.contextmanager
 def fixture():
-    with h.Origin(tls=TLS) as tls_o, h.Origin() as plain_o, h.CountingListener() as trap:
-        S.update(tls=tls_o, plain=plain_o, trap=trap)
+    with h.Origin(tls=TLS) as tls_o, h.Origin() as plain_o, h.CountingListener() as trap, \
+            EofOrigin() as eof_o:
+        S.update(tls=tls_o, plain=plain_o, trap=trap, eof=eof_o)
         rules = [
             h.rule("tls-api", ports=[tls_o.port], action="allow"),
             h.rule("plain-api", ports=[plain_o.port], action="allow"),
+            h.rule("eof-api", ports=[eof_o.port], action="allow"),
             h.rule("trap-deny", host="denied.example.test", ports=[trap.port], action="deny"),
         ]
         cfg = h.base_config(rules, resolve={"api.example.test": "127.0.0.1",
@@ -106,6 +146,36 @@ def tunnel_carries_bulk_both_ways(d):
                timeout=20)
     eq(r.status, 200, "status (%s)" % r.stderr)
     eq(h.sha256_hex(r.body), h.sha256_hex(h.pattern_bytes(8000000)), "download sha256")
+
+
+@test
+def half_close_and_early_bytes_through_tunnel(d):
+    # Bytes sent with the CONNECT head go first; the client's EOF reaches the origin as a
+    # half-close while the tunnel still carries the answer back; the audit counts both.
+    n0 = len(d.audit_records())
+    port = S["eof"].port
+    early, body = b"early-bytes:", os.urandom(3 * 1024 * 1024 + 7)
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=10)
+    try:
+        s.sendall(("CONNECT api.example.test:%d HTTP/1.1\r\nHost: api.example.test:%d\r\n"
+                   "Proxy-Authorization: %s\r\n\r\n" % (port, port, h.basic_auth())).encode()
+                  + early)
+        status, _, _, raw = h.read_http_response(s, timeout=10)
+        eq(status, 200, "CONNECT status")
+        check(raw.endswith(b"\r\n\r\n"), "bytes after the CONNECT reply", raw)
+        s.sendall(body)
+        s.shutdown(socket.SHUT_WR)
+        answer = h.recv_all(s, timeout=10)
+    finally:
+        s.close()
+    sent = early + body
+    want = b"got %d %s" % (len(sent), hashlib.sha256(sent).hexdigest().encode())
+    eq(answer, want, "origin's answer after the half-close")
+    recs = d.wait_audit(n0 + 1)
+    check(len(recs) > n0, "no audit record for the tunnel")
+    eq(recs[n0].get("bytes_up"), len(sent), "audit bytes_up")
+    eq(recs[n0].get("bytes_down"), len(want), "audit bytes_down")
+    eq(recs[n0].get("status"), 200, "audit status")
 
 
 @test
