@@ -37,19 +37,19 @@ struct splice_dir {
     struct splice_relay *r;
     int from, to;
     int pipe[2];
-    size_t in_pipe;             /* bytes spliced in, not yet out */
-    int eof;                    /* `from` said EOF */
-    int shut;                   /* `to` has been shut down for writing */
-    int big;                    /* the pipe was grown to SPLICE_BIG_PIPE */
-    uint64_t moved;             /* bytes through this pipe, for the bulk test */
-    struct evbuffer *pending;   /* bytes queued before the relay started: sent first */
+    size_t in_pipe;           /* bytes spliced in, not yet out */
+    int eof;                  /* `from` said EOF */
+    int shut;                 /* `to` has been shut down for writing */
+    int big;                  /* the pipe was grown to SPLICE_BIG_PIPE */
+    uint64_t moved;           /* bytes through this pipe, for the bulk test */
+    struct evbuffer *pending; /* bytes queued before the relay started: sent first */
     uint64_t *count;
-    struct event *rd, *wr;      /* readable `from`, writable `to` */
+    struct event *rd, *wr; /* readable `from`, writable `to` */
 };
 
 struct splice_relay {
     struct conn *c;
-    struct splice_dir dir[2];   /* [0] client -> upstream, [1] upstream -> client */
+    struct splice_dir dir[2]; /* [0] client -> upstream, [1] upstream -> client */
 };
 
 static void
@@ -130,7 +130,7 @@ dir_pump(struct splice_dir *d)
         progress = 0;
         if (!d->eof) {
             n = splice(d->from, NULL, d->pipe[1], NULL, SPLICE_LEN,
-                SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
             if (n > 0) {
                 d->in_pipe += (size_t)n;
                 d->moved += (uint64_t)n;
@@ -144,7 +144,7 @@ dir_pump(struct splice_dir *d)
         }
         if (d->in_pipe > 0) {
             n = splice(d->pipe[0], NULL, d->to, NULL, d->in_pipe,
-                SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
             if (n > 0) {
                 d->in_pipe -= (size_t)n;
                 progress = 1;
@@ -190,7 +190,7 @@ splice_cb(evutil_socket_t fd, short what, void *arg)
 
     if (dir_pump(d) == -1) {
         log_debug("%s: tunnel to %s:%u closed: %s", c->peer, c->host, (unsigned)c->port,
-            strerror(errno));
+                  strerror(errno));
         conn_free(c);
         return;
     }
@@ -213,7 +213,7 @@ splice_cb(evutil_socket_t fd, short what, void *arg)
 
 static int
 dir_init(struct splice_relay *r, struct splice_dir *d, struct bufferevent *from,
-    struct bufferevent *to, uint64_t *count)
+         struct bufferevent *to, uint64_t *count)
 {
     struct event_base *base = bufferevent_get_base(from);
 
