@@ -26,6 +26,7 @@ class FaultOrigin:
     /chunkcut/K   chunked, K bytes in chunks, a pause, then FIN without the last chunk
     /stallhead    reads the request, never answers
     /stallbody/N/K  Content-Length N, K bytes, then silence
+    /early        413 before reading the request body, then close
     /extra        a 3-byte response followed at once by a second, unrequested response
     /bytes/N      N bytes with Content-Length, sent in 64 KiB pieces
     anything else 200 "ok <path> <body length>\\n", keep-alive
@@ -106,7 +107,7 @@ class FaultOrigin:
         lines = head.decode("latin-1").split("\r\n")
         path = lines[0].split(" ")[1] if len(lines[0].split(" ")) == 3 else "/"
         m = re.search(r"(?im)^content-length:\s*(\d+)\s*$", head.decode("latin-1"))
-        need = int(m.group(1)) if m else 0
+        need = int(m.group(1)) if m and not path.startswith("/early") else 0
         got = len(buf)
         while got < need and time.monotonic() < deadline:
             try:
@@ -188,6 +189,12 @@ class FaultOrigin:
             n, k = args
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n + h.pattern_bytes(k))
             self._stall(c)
+            return False
+        if kind == "early":
+            # Refuses an upload without reading it, then closes (RST: unread bytes).
+            c.sendall(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n"
+                      b"Connection: close\r\n\r\nbig\n")
+            time.sleep(self.PAUSE_S)
             return False
         if kind == "extra":
             # One response plus the head and body of a second nobody asked for.

@@ -11,6 +11,7 @@ return to the baseline) and that it still serves a normal request afterwards.
 
 import contextlib
 import socket
+import threading
 import time
 
 import harness as h
@@ -122,6 +123,40 @@ def upstream_bytes_past_the_response_never_answer_the_next_request(d):
         eq((status, body), (200, b"ok /next 0\n"), "answer to the next request")
     eq(ORIGIN.stats()["accepts"] - accepts, 2, "upstream connections (the first not reused)")
     eq(fu.audit_by_path(d, "/extra", n0)["bytes_down"], 3, "audit bytes_down of /extra")
+    after_fault(d, fds)
+
+
+@test
+def upstream_answering_before_the_upload_ends_closes_cleanly(d):
+    # The origin answers 413 without reading an 8 MiB body and closes (an RST, since the
+    # body is unread). The client gets that answer, its connection ends, nothing leaks.
+    fds, n0 = baseline(d), len(d.audit_records())
+    body_len = 8 << 20
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
+    s.sendall(fu.request_bytes(ORIGIN.port, "/early", method="POST",
+                               extra=["Content-Length: %d" % body_len]))
+    sent = []
+
+    def upload():
+        try:
+            s.sendall(b"x" * body_len)
+            sent.append("all")
+        except OSError as e:
+            sent.append(e)
+
+    t = threading.Thread(target=upload, daemon=True)
+    t.start()
+    try:
+        status, _, body, _ = h.read_http_response(s, 8)
+        t.join(10)
+        check(not t.is_alive(), "upload still blocked: the proxy neither read nor closed")
+    finally:
+        s.close()
+    eq((status, body), (413, b"big\n"), "the origin's early answer")
+    check(isinstance(sent[0], OSError), "the proxy took the whole 8 MiB after the answer")
+    rec = fu.audit_by_path(d, "/early", n0)
+    eq((rec["decision"], rec["status"]), ("allow", 413), "audit")
+    check(rec["bytes_up"] < body_len, "audit bytes_up", rec["bytes_up"])
     after_fault(d, fds)
 
 
