@@ -310,7 +310,7 @@ def sighup_storm_during_traffic_keeps_every_answer_legitimate():
             check("policy reloaded" in log and "reload failed" in log,
                   "the storm did both good and failed reloads", log[-2000:])
             results = list(clients.results)
-            check(len(results) >= 100, "too few requests during the storm", len(results),
+            check(len(results) >= 40, "too few requests during the storm", len(results),
                   clients.errors[:5])
             check(len(clients.errors) <= len(results) // 20, "requests without an answer",
                   clients.errors[:10])
