@@ -15,6 +15,7 @@ import harness as h
 from harness import check, eq, test
 from fault_dev_util import SECRET, Backend, Hammer, ProxyClient, TinyDisk
 from fault_dev_util import vault_cli as cli
+from approval_util import BgCurl, audit_for, wait_new_item
 
 
 def bearer_of(rec):
@@ -119,6 +120,48 @@ def swtpm_killed_mid_run():
     # swtpm-start reuses the port in the port file and the same state dir: a reboot of
     # the same TPM, so the sealed blob unseals again.
     token_vanishes("tpm2", kill, lambda b: b.start_tpm())
+
+
+@test
+def token_gone_while_an_inject_request_waits_for_approval():
+    """The token goes away while an inject request is held: the approval releases it,
+    the credential cannot be had, so it is answered 503 vault-unavailable and the origin
+    sees nothing. Approved again once the token is back, it goes out injected."""
+    b = Backend("pkcs11")
+    try:
+        with h.Origin() as o:
+            cfg = inject_config(o, b)
+            cfg["rules"][0]["approve"] = "cli"
+            cfg["approvals"] = {"timeout": "30s", "max_pending": 8, "max_body": "1KiB"}
+            with h.Daemon(cfg) as d:
+                eq(cli(d, "init")[0], 0, "init")
+                eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
+                u = "http://api.example.test:%d/held" % o.port
+                tokens = os.path.join(b.dir, "tokens")
+                for phase in ("gone", "back"):
+                    bg = BgCurl(d, u, data=b"x=1")
+                    iid, _ = wait_new_item(d, set())
+                    if phase == "gone":
+                        os.rename(tokens, tokens + ".away")
+                    eq(cli(d, "approve", iid)[0], 0, "approve")
+                    r = bg.result()
+                    rec = audit_for(d, iid)
+                    if phase == "gone":
+                        eq((r.status, r.headers.get("x-airlock-decision")),
+                           (503, "vault-unavailable"), "approved while the token is gone")
+                        eq(rec.get("decision"), "vault-unavailable", "audit decision")
+                        eq(o.requests, [], "requests at the origin")
+                        os.rename(tokens + ".away", tokens)
+                        time.sleep(0.3)  # the daemon retries the token at most every 250 ms
+                    else:
+                        eq(r.status, 200, "approved with the token back (%r)" % r)
+                        eq(rec.get("decision"), "inject", "audit decision")
+                check(str(rec.get("approver")).startswith("cli:"), "approver", rec)
+                eq(len(o.requests), 1, "requests at the origin")
+                eq(bearer_of(o.requests[0]), ["Bearer " + SECRET.decode()], "credential")
+                eq(d.stop(), 0, "exit status")
+    finally:
+        b.close()
 
 
 # --- the audit log's disk fills up ---------------------------------------------------------
