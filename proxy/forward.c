@@ -377,8 +377,15 @@ up_readcb(struct bufferevent *bev, void *arg)
         return;
     }
     if (!ex->resp_head_done) {
-        if (response_head(c) != 1)
+        if ((r = response_head(c)) == -1)
             return;
+        if (r == 0) {
+            /* Interim (1xx) responses fill the client's buffer like body bytes do: an
+             * endless run of them must not grow it without bound. */
+            if (evbuffer_get_length(cout) > PROXY_HIGH_WATER)
+                bufferevent_disable(c->up, EV_READ);
+            return;
+        }
         ex->resp_head_done = 1;
         ex->status = ex->resp.status;
         if (ex->resp.status == 101 && ex->upgrade) {

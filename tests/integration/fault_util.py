@@ -26,6 +26,7 @@ class FaultOrigin:
     /chunkcut/K   chunked, K bytes in chunks, a pause, then FIN without the last chunk
     /stallhead    reads the request, never answers
     /stallbody/N/K  Content-Length N, K bytes, then silence
+    /interim/N    N interim 100 responses, then a 3-byte 200
     /early        413 before reading the request body, then close
     /extra        a 3-byte response followed at once by a second, unrequested response
     /bytes/N      N bytes with Content-Length, sent in 64 KiB pieces
@@ -49,6 +50,7 @@ class FaultOrigin:
         self.accepts = 0
         self.open = 0
         self.closed_by_peer = 0
+        self.interim_sent = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
         self._t.start()
@@ -68,6 +70,7 @@ class FaultOrigin:
     def stats(self):
         with self.lock:
             return {"accepts": self.accepts, "open": self.open,
+                    "interim_sent": self.interim_sent,
                     "closed_by_peer": self.closed_by_peer, "paths": list(self.paths)}
 
     def wait_open(self, n, timeout=5.0):
@@ -190,6 +193,17 @@ class FaultOrigin:
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n + h.pattern_bytes(k))
             self._stall(c)
             return False
+        if kind == "interim" and len(args) == 1:
+            # N interim 100 responses (as fast as the proxy takes them), then the real one.
+            burst = b"HTTP/1.1 100 Continue\r\n\r\n" * 1024
+            c.settimeout(STALL_MAX_S)
+            for _ in range(args[0] // 1024):
+                c.sendall(burst)
+                with self.lock:
+                    self.interim_sent += len(burst)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nend")
+            c.settimeout(0.1)
+            return True
         if kind == "early":
             # Refuses an upload without reading it, then closes (RST: unread bytes).
             c.sendall(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n"

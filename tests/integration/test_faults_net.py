@@ -160,6 +160,33 @@ def upstream_answering_before_the_upload_ends_closes_cleanly(d):
     after_fault(d, fds)
 
 
+@test
+def endless_interim_responses_are_buffered_within_bounds(d):
+    # 1xx responses for a client that reads nothing: the proxy must stop taking them from
+    # the upstream (back-pressure) instead of buffering all of them.
+    fds, n0 = baseline(d), len(d.audit_records())
+    total = 48 << 20
+    before = ORIGIN.stats()["interim_sent"]
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    s.settimeout(5)
+    s.connect(("127.0.0.1", d.http_port))
+    try:
+        s.sendall(fu.request_bytes(ORIGIN.port, "/interim/%d" % (total // 25)))
+        time.sleep(3.0)
+        # Socket buffers on both sides hold a few MiB; the rest must stay at the origin.
+        taken = ORIGIN.stats()["interim_sent"] - before
+        check(taken < 16 << 20, "the proxy took %d MiB of 1xx for a client that reads "
+              "nothing" % (taken >> 20))
+        check(d.alive(), "airlockd died")
+    finally:
+        s.close()
+    fu.wait_settled(d, 0, fds)
+    check(ORIGIN.wait_open(0), "the origin connection was not closed", ORIGIN.stats())
+    check(fu.audit_by_path(d, "/interim/%d" % (total // 25), n0), "audit record")
+    after_fault(d, fds)
+
+
 # --- 2. the upstream stalls -----------------------------------------------------------
 @test
 def upstream_silent_before_head_is_504(d):
