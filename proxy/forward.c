@@ -429,6 +429,17 @@ up_eventcb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
+        if (!ex->req_done && !ex->resp_head_done &&
+            evbuffer_get_length(bufferevent_get_output(c->up)) == 0) {
+            /* All the client sent went upstream and no more came: the client stalls
+             * mid-body, not the upstream (which would leave our output unsent). */
+            log_info("%s: %s request body stalled", c->peer, ex->id);
+            bufferevent_free(c->up);
+            c->up = NULL;
+            ex->up_keep = 0;
+            conn_respond(c, 408, "bad-request", "request body timeout");
+            return;
+        }
         upstream_failed(c, "upstream-timeout", "upstream stalled");
         return;
     }

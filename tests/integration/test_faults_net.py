@@ -243,6 +243,27 @@ def slow_upload_is_not_an_upstream_stall(d):
     after_fault(d, fds)
 
 
+@test
+def client_stalling_mid_upload_is_408_not_an_upstream_fault(d):
+    # The client sends part of its body and then nothing: the origin waits for the rest,
+    # so it is silent too, but the fault is the client's: 408, not 504 upstream-timeout.
+    fds, n0 = baseline(d), len(d.audit_records())
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=5) as s:
+        s.sendall(fu.request_bytes(ORIGIN.port, "/upload-stalled", method="POST",
+                                   extra=["Content-Length: 1000"]) + b"x" * 10)
+        t0 = time.monotonic()
+        status, hdrs, _, _ = h.read_http_response(s, 8)
+        took = time.monotonic() - t0
+        rest = h.recv_all(s, 3)
+    eq((status, hdrs.get("x-airlock-decision")), (408, "bad-request"), "answer")
+    eq(hdrs.get("connection"), "close", "Connection header")
+    eq(rest, b"", "bytes after the 408")
+    check(UPSTREAM_TIMEOUT_S * 0.8 <= took < UPSTREAM_TIMEOUT_S + 3, "408 after %.2fs" % took)
+    rec = fu.audit_by_path(d, "/upload-stalled", n0)
+    eq((rec["decision"], rec["status"], rec["bytes_up"]), ("bad-request", 408, 10), "audit")
+    after_fault(d, fds)
+
+
 # --- 3. the client vanishes -----------------------------------------------------------
 @test
 def client_gone_mid_download_frees_both_sides(d):
