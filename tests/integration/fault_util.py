@@ -8,6 +8,7 @@ Everything talks to 127.0.0.1 only and every wait is bounded. Python 3 stdlib on
 import os
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -38,7 +39,11 @@ class FaultOrigin:
 
     PAUSE_S = 0.3
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        self.tls_ctx = None
+        if tls is not None:  # (cert, key): HTTPS, the handshake in the connection's thread
+            self.tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls_ctx.load_cert_chain(*tls)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -144,9 +149,12 @@ class FaultOrigin:
                 return
 
     def _serve(self, c):
-        c.settimeout(0.1)
         buf = b""
         try:
+            if self.tls_ctx is not None:
+                c.settimeout(10)
+                c = self.tls_ctx.wrap_socket(c, server_side=True)
+            c.settimeout(0.1)
             for _ in range(1000):  # bounded keep-alive
                 req = self._read_request(c, buf)
                 if req is None:
