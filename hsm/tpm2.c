@@ -47,6 +47,7 @@ struct tpm2 {
     TSS2_TCTI_CONTEXT *tcti;
     ESYS_CONTEXT *esys;
     ESYS_TR primary; /* resolved on this connection, or ESYS_TR_NONE */
+    ESYS_TR unseal_session; /* salted, response-encrypting, kept across unseals; or NONE */
     int broken;      /* the last call failed in transport: reconnect before the next */
     uint32_t handle; /* persistent handle of the storage primary */
     const char *tcti_conf;
@@ -96,9 +97,21 @@ tpm2_fail(struct tpm2 *t, TSS2_RC rc, const char *what, struct err *err)
     return err_set(err, ERR_TOKEN, "tpm2: %s: %s", what, Tss2_RC_Decode(rc));
 }
 
+/* Flushes the kept unseal session; ESYS_TR_NONE afterwards. */
+static void
+tpm2_drop_session(struct tpm2 *t)
+{
+    if (t->esys && t->unseal_session != ESYS_TR_NONE)
+        Esys_FlushContext(t->esys, t->unseal_session);
+    t->unseal_session = ESYS_TR_NONE;
+}
+
 static void
 tpm2_disconnect(struct tpm2 *t)
 {
+    if (!t->broken)
+        tpm2_drop_session(t); /* a lost TPM took its sessions with it */
+    t->unseal_session = ESYS_TR_NONE;
     if (t->esys)
         Esys_Finalize(&t->esys);
     if (t->tcti)
@@ -524,6 +537,7 @@ struct tpm2_unseal_arg {
     size_t aad_len;
     const struct tpm2_blob *blob;
     struct secbuf *key; /* TPM2_KEY_BYTES on success */
+    int stale;          /* failed in a kept session that may predate a TPM reset */
 };
 
 static int
@@ -552,17 +566,23 @@ tpm2_scrub(struct tpm2 *t)
     Esys_Free(cap);
 }
 
-/* Loads the object, sets its auth to SHA-256(aad) and unseals within an encrypting session. */
+/*
+ * Loads the object, sets its auth to SHA-256(aad) and unseals within a salted, encrypting
+ * HMAC session. The session is kept for the next unseal (StartAuthSession with its salt
+ * exchange is most of an unseal's cost): its nonces roll with every command, it is bound
+ * to no object, and any failure flushes it so the next unseal starts a fresh one.
+ */
 static int
 tpm2_do_unseal(struct tpm2 *t, void *argp, struct err *err)
 {
     struct tpm2_unseal_arg *a = argp;
     TPM2B_SENSITIVE_DATA *data = NULL;
     TPM2B_AUTH auth;
-    ESYS_TR primary = ESYS_TR_NONE, object = ESYS_TR_NONE, session = ESYS_TR_NONE;
+    ESYS_TR primary = ESYS_TR_NONE, object = ESYS_TR_NONE;
     TSS2_RC rc;
-    int ret = -1;
+    int ret = -1, kept;
 
+    a->stale = 0;
     if (tpm2_primary(t, &primary, err) < 0)
         return -1;
     rc = Esys_Load(t->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &a->blob->priv,
@@ -575,11 +595,15 @@ tpm2_do_unseal(struct tpm2 *t, void *argp, struct err *err)
         tpm2_fail(t, rc, "setting the object auth", err);
         goto out;
     }
-    if (tpm2_session(t, primary, TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_ENCRYPT, &session,
-                     err) < 0)
+    kept = t->unseal_session != ESYS_TR_NONE;
+    if (!kept && tpm2_session(t, primary, TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_ENCRYPT,
+                              &t->unseal_session, err) < 0) {
+        t->unseal_session = ESYS_TR_NONE;
         goto out;
-    rc = Esys_Unseal(t->esys, object, session, ESYS_TR_NONE, ESYS_TR_NONE, &data);
+    }
+    rc = Esys_Unseal(t->esys, object, t->unseal_session, ESYS_TR_NONE, ESYS_TR_NONE, &data);
     if (rc != TSS2_RC_SUCCESS) {
+        a->stale = kept && !tpm2_rc_is_integrity(rc);
         tpm2_unseal_failed(t, rc, err);
         goto out;
     }
@@ -600,8 +624,8 @@ out:
         Esys_Free(data);
     }
     explicit_bzero(&auth, sizeof(auth));
-    if (session != ESYS_TR_NONE)
-        Esys_FlushContext(t->esys, session);
+    if (ret != 0 && !t->broken)
+        tpm2_drop_session(t);
     Esys_FlushContext(t->esys, object);
     return ret;
 }
@@ -639,6 +663,7 @@ tpm2_open(struct hsm *h, struct err *err)
         return err_set(err, ERR_INTERNAL, "tpm2: out of memory");
     t->handle = handle;
     t->primary = ESYS_TR_NONE;
+    t->unseal_session = ESYS_TR_NONE;
     t->tcti_conf = h->cfg.tpm2_tcti && *h->cfg.tpm2_tcti ? h->cfg.tpm2_tcti : TPM2_DEFAULT_TCTI;
     if (tpm2_connect(t, err) < 0) {
         free(t);
@@ -679,7 +704,7 @@ tpm2_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsig
             size_t blob_len, struct secbuf *out, struct err *err)
 {
     struct tpm2_blob b;
-    struct tpm2_unseal_arg a = {aad, aad_len, &b, NULL};
+    struct tpm2_unseal_arg a = {aad, aad_len, &b, NULL, 0};
     int ret = -1;
 
     if ((!aad && aad_len) || !out)
@@ -691,7 +716,11 @@ tpm2_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsig
         return -1;
     if (!(a.key = secbuf_new(TPM2_KEY_BYTES)))
         return err_set(err, ERR_INTERNAL, "tpm2: cannot allocate locked memory");
-    if (tpm2_run(h->priv, tpm2_do_unseal, &a, err) == 0)
+    /* A kept session refused for other reasons than the object's auth is retried once
+     * in a fresh session (tpm2_do_unseal flushed it): a TPM reset behind a resource
+     * manager invalidates sessions without breaking the connection. */
+    if (tpm2_run(h->priv, tpm2_do_unseal, &a, err) == 0 ||
+        (a.stale && tpm2_run(h->priv, tpm2_do_unseal, &a, err) == 0))
         ret = tpm2_blob_open(&b, a.key->data, aad, aad_len, out, err);
     secbuf_free(a.key);
     return ret;

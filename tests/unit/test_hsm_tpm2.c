@@ -263,6 +263,8 @@ test_wrong_aad(void **state)
     struct err err = {0};
 
     seal_ok(h, AAD_GITHUB, sizeof(AAD_GITHUB), secret, sizeof(secret), &blob, &blob_len);
+    /* First in a fresh session, which is kept for the refusals below. */
+    assert_unseals_to(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, blob_len, secret, sizeof(secret));
     /* A blob renamed to another credential: the object auth (SHA-256 of aad) differs. */
     assert_int_equal(hsm_unseal(h, AAD_OPENAI, sizeof(AAD_OPENAI), blob, blob_len, &out, &err), -1);
     assert_int_equal(err.code, ERR_CRYPTO);
@@ -270,7 +272,9 @@ test_wrong_aad(void **state)
     assert_null(out);
     assert_unseal_fails(h, AAD_GITHUB, sizeof(AAD_GITHUB) - 1, blob, blob_len, ERR_CRYPTO);
     assert_unseal_fails(h, NULL, 0, blob, blob_len, ERR_CRYPTO);
-    /* noDA: failed attempts do not lock the TPM out; the right name still works. */
+    /* noDA: failed attempts do not lock the TPM out; the right name still works (in a
+     * fresh session, the refused one was flushed), also in the session kept after it. */
+    assert_unseals_to(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, blob_len, secret, sizeof(secret));
     assert_unseals_to(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, blob_len, secret, sizeof(secret));
     free(blob);
     hsm_close(h);
@@ -478,6 +482,7 @@ test_session_salted_encrypted(void **state)
         fail_msg("hsm_open: %s", err.msg);
     seal_ok(h, AAD_GITHUB, sizeof(AAD_GITHUB), secret, sizeof(secret), &blob, &blob_len);
     assert_unseals_to(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, blob_len, secret, sizeof(secret));
+    assert_unseals_to(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, blob_len, secret, sizeof(secret));
     hsm_close(h);
     unsetenv("TCTI_PCAP_FILE");
     free(blob);
@@ -499,6 +504,14 @@ test_session_salted_encrypted(void **state)
     off = find_command(cap, cap_len, 0, 0x15e);           /* TPM2_Unseal */
     assert_true(off >= 0);
     assert_true(session_attrs(cap, cap_len, off) & 0x40); /* TPMA_SESSION_ENCRYPT */
+    /* The second unseal reuses the salted session (no StartAuthSession in between) and
+     * its response is still encrypted. */
+    salt = (size_t)off;
+    off = find_command(cap, cap_len, salt + 10, 0x15e);
+    assert_true(off >= 0);
+    assert_true(session_attrs(cap, cap_len, off) & 0x40);
+    assert_true(find_command(cap, cap_len, salt + 10, 0x176) == -1 ||
+                find_command(cap, cap_len, salt + 10, 0x176) > off);
     free(cap);
 }
 
