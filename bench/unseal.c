@@ -1,7 +1,8 @@
 /*
  * Unseal latency of one vault backend, for bench/run: opens the vault, enrolls a 40-byte
- * secret, then times N vault_unseal calls and prints "median_us p99_us". Built by bench/run
- * against the static libraries of a build directory; not part of the main build.
+ * secret, then times N vault_unseal_into calls into one reused locked buffer (as airlockd
+ * injects) and prints "median_us p99_us". Built by bench/run against the static libraries
+ * of a build directory; not part of the main build.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -65,17 +66,25 @@ int main(int argc, char **argv)
         vault_close(v);
         return 1;
     }
+    struct secbuf *sb = secbuf_new(VAULT_SECRET_MAX + 4096);
+    if (sb == NULL) {
+        fprintf(stderr, "unseal: cannot allocate locked memory\n");
+        vault_close(v);
+        return 1;
+    }
     for (int i = 0; i < UNSEAL_RUNS; i++) {
-        struct secbuf *sb = NULL;
         double t0 = now_us();
-        if (vault_unseal(v, "bench", &sb, &err) == -1) {
-            fprintf(stderr, "unseal: run %d: %s\n", i, err.msg);
+        if (vault_unseal_into(v, "bench", sb, &err) == -1 || sb->len != sizeof(secret)) {
+            fprintf(stderr, "unseal: run %d: %s\n", i,
+                    sb->len != sizeof(secret) && err.msg[0] == '\0' ? "wrong length" : err.msg);
+            secbuf_free(sb);
             vault_close(v);
             return 1;
         }
         lat[i] = now_us() - t0;
-        secbuf_free(sb);
+        secbuf_wipe(sb);
     }
+    secbuf_free(sb);
     vault_close(v);
     qsort(lat, UNSEAL_RUNS, sizeof(lat[0]), cmp_double);
     printf("%.1f %.1f\n", lat[UNSEAL_RUNS / 2], lat[(UNSEAL_RUNS * 99) / 100]);
