@@ -4,9 +4,12 @@
  * match, else host-mismatch), and every upstream is a verified TLS connection to the
  * checked address (SNI = host, chain and name checked against upstream_ca).
  */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -18,6 +21,9 @@
 #include "proxy/proxy_internal.h"
 #include "proxy/tls.h"
 #include "vault/vault.h"
+
+/* Queued plaintext up to this size is written as one TLS record (RFC 8446 5.1 maximum). */
+#define COALESCE_MAX 16384
 
 struct proxy_tls {
     struct tls_minter *minter;
@@ -44,7 +50,7 @@ intercept_init(struct proxy *px, const struct policy *p, struct err *err)
     snprintf(ca, sizeof(ca), "%s/ca.pem", p->state_dir);
     if (access(ca, R_OK) != 0) {
         log_warn("tls: %s missing (run airlock init): streams that need interception are denied",
-            ca);
+                 ca);
         return 0;
     }
     if ((t = calloc(1, sizeof(*t))) == NULL)
@@ -78,6 +84,33 @@ intercept_available(const struct proxy *px)
     return px->tls != NULL;
 }
 
+/*
+ * bufferevent_openssl turns every evbuffer_add on a TLS filter's output into its own
+ * SSL_write, so a response head written line by line went out as one TLS record per line
+ * (five records for a small response), each encrypted, framed and decrypted on its own.
+ * With the output callbacks deferred to the event loop, this callback (added last, so it
+ * runs before the filter's own) sees everything queued in one pass and pulls it into one
+ * chain: the filter then writes a small response as a single record.
+ */
+static void
+coalesce_cb(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
+{
+    size_t len = evbuffer_get_length(out);
+
+    if (info->n_added > 0 && len > 0 && len <= COALESCE_MAX)
+        (void)evbuffer_pullup(out, (ev_ssize_t)len);
+}
+
+static int
+coalesce_writes(struct event_base *base, struct bufferevent *f)
+{
+    struct evbuffer *out = bufferevent_get_output(f);
+
+    if (evbuffer_add_cb(out, coalesce_cb, NULL) == NULL || evbuffer_defer_callbacks(out, base) != 0)
+        return -1;
+    return 0;
+}
+
 static void
 client_handshake_cb(struct bufferevent *bev, short what, void *arg)
 {
@@ -102,14 +135,15 @@ intercept_client(struct conn *c)
 {
     struct proxy_tls *t = c->px->tls;
     struct bufferevent *f;
+    int one = 1;
     SSL *ssl;
 
     if ((ssl = tls_client_ssl_new(t->client_ctx, c->host)) == NULL) {
         conn_free(c);
         return;
     }
-    f = bufferevent_openssl_filter_new(c->px->deps.base, c->client, ssl,
-        BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    f = bufferevent_openssl_filter_new(c->px->deps.base, c->client, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                       BEV_OPT_CLOSE_ON_FREE);
     if (f == NULL) {
         SSL_free(ssl);
         conn_free(c);
@@ -118,6 +152,12 @@ intercept_client(struct conn *c)
     bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
     c->client = f;
     c->tls = 1;
+    /* TLS records are whole messages: never hold one back waiting for an ACK. */
+    (void)setsockopt(bufferevent_getfd(f), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (coalesce_writes(c->px->deps.base, f) == -1) {
+        conn_free(c);
+        return;
+    }
     conn_set_timer(c, c->pol->header_timeout_ms);
     bufferevent_setcb(f, NULL, NULL, client_handshake_cb, c);
     /* The ClientHello is already buffered: enabling may finish (or fail and free c) the
@@ -156,8 +196,8 @@ intercept_upstream(struct conn *c, struct bufferevent *up)
     SSL *ssl;
 
     if ((ssl = tls_upstream_ssl_new(t->upstream_ctx, c->ex.host, c->ex.port)) == NULL ||
-        (f = bufferevent_openssl_filter_new(c->px->deps.base, up, ssl,
-             BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+        (f = bufferevent_openssl_filter_new(c->px->deps.base, up, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                            BEV_OPT_CLOSE_ON_FREE)) == NULL) {
         if (ssl != NULL)
             SSL_free(ssl);
         bufferevent_free(up);

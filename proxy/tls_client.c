@@ -124,7 +124,8 @@ tls_client_ctx_new(struct tls_minter *m, struct err *err)
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) || !SSL_CTX_set_num_tickets(ctx, 0) ||
-        !SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL")) {
+        !SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL") ||
+        !SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES)) {
         tls_ossl_err(err, "cannot configure the client-facing tls context");
         SSL_CTX_free(ctx);
         return NULL;

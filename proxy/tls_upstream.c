@@ -185,6 +185,7 @@ tls_upstream_ctx_new(const char *ca_file, struct err *err)
     SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
     SSL_CTX_set_info_callback(ctx, info_cb);
     if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+        !SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) ||
         SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0) {
         tls_ossl_err(err, "cannot configure the upstream tls context");
         SSL_CTX_free(ctx);
