@@ -442,6 +442,7 @@ dev_script_line(struct dev *d, const char *s, size_t len)
         /* Raw bytes from the wire: without the key they can never decide or connect. */
         was = buddy_link_connected(d->link);
         d->expect = 0;
+        d->decided = 0;
         dev_send(d, s, len);
         CHECK(buddy_link_connected(d->link) == was || !d->auth_hmac || d->fd < 0);
         return;
