@@ -88,6 +88,7 @@ daemon_reload(struct daemon *d, struct err *err)
     policy_unref(d->pol);
     d->pol = p;
     log_info("policy reloaded from %s (%zu rules)", d->config_path, p->nrules);
+    daemon_device_reload(d);
     return 0;
 }
 

@@ -1,11 +1,16 @@
 /*
  * The buddy device in the daemon: the link shows the oldest pending item that a device may
- * decide, and a verified press becomes approvals_decide(..., APPROVAL_SOURCE_DEVICE). The
- * pair key is unsealed from the vault (credential "_buddy") once at start-up and kept only
- * inside the link's locked memory. No key or no device: items wait and time out (closed).
+ * decide, and a verified press becomes approvals_decide(..., APPROVAL_SOURCE_DEVICE). With
+ * auth hmac the pair key is unsealed from the vault (credential "_buddy") and kept only in
+ * the link's locked memory. While the token cannot give the key the device stays off
+ * (closed: items wait; the CLI decides where the rule allows) and the key is tried again,
+ * 1 s doubling to 30 s apart; when it comes the link starts and is handed the pending items.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <event2/event.h>
 
 #include "approvals/approvals.h"
 #include "cmd/daemon_internal.h"
@@ -13,6 +18,25 @@
 #include "device/buddy.h"
 #include "hsm/hsm.h"
 #include "vault/vault.h"
+
+#define KEY_RETRY_FIRST_MS 1000
+#define KEY_RETRY_MAX_MS 30000
+
+struct daemon_device {
+    struct daemon *d;
+    struct buddy_link *link; /* NULL while off (no key yet) */
+    int observer;            /* approvals observer handle while link is up, else -1 */
+    struct event *retry;     /* the next pair-key attempt */
+    uint32_t retry_ms;       /* delay before the attempt after the next failure */
+    unsigned attempts;       /* pair-key attempts since the device side started */
+    int waiting;             /* the last attempt failed */
+    int why_logged;          /* why was logged; a different reason is a new state */
+    struct err why;          /* reason of the last failure */
+    /* The settings this side runs with: a reload that changes them restarts it. */
+    char *path;
+    unsigned baud;
+    int auth_hmac;
+};
 
 static void
 on_device_decision(const char *id, int approve, const char *devid, void *arg)
@@ -34,22 +58,38 @@ device_may_decide(enum policy_approve mode)
 }
 
 static void
+show_item(struct daemon_device *dv, const struct approval_info *info)
+{
+    char text[160];
+
+    if (!device_may_decide(info->mode))
+        return;
+    snprintf(text, sizeof(text), "%s %s %s (%s)", info->method ? info->method : "-",
+        info->host ? info->host : "-", info->path ? info->path : "-",
+        info->agent ? info->agent : "-");
+    buddy_link_item_added(dv->link, info->id, text);
+}
+
+static void
 on_approval_event(int event, const struct approval_info *info, enum approval_outcome outcome,
     const char *approver, void *arg)
 {
-    struct daemon *d = arg;
-    char text[160];
+    struct daemon_device *dv = arg;
 
-    if (d->buddy == NULL || !device_may_decide(info->mode))
+    if (dv->link == NULL)
         return;
-    if (event == APPROVALS_EV_PENDING) {
-        snprintf(text, sizeof(text), "%s %s %s (%s)", info->method ? info->method : "-",
-            info->host ? info->host : "-", info->path ? info->path : "-",
-            info->agent ? info->agent : "-");
-        buddy_link_item_added(d->buddy, info->id, text);
-    } else {
-        buddy_link_item_removed(d->buddy, info->id);
-    }
+    if (event == APPROVALS_EV_PENDING)
+        show_item(dv, info);
+    else
+        buddy_link_item_removed(dv->link, info->id);
+}
+
+/* Items that were already waiting when the link came up (oldest first). */
+static int
+show_pending(const struct approval_info *info, void *arg)
+{
+    show_item(arg, info);
+    return 0;
 }
 
 static struct secbuf *
@@ -59,15 +99,11 @@ device_key(const struct policy *p, struct err *err)
     struct secbuf *key = NULL;
     struct vault *v;
 
-    if (p->vault.backend == POLICY_BACKEND_NONE) {
-        err_set(err, ERR_USAGE, "approvals.device.auth is hmac but no vault holds the pair key");
-        return NULL;
-    }
     vault_config_from_policy(p, &cfg);
     if ((v = vault_open(&cfg, p->vault.dir, err)) == NULL)
         return NULL;
-    if (vault_unseal(v, "_buddy", &key, err) == 0 && key->len != 32) {
-        err_set(err, ERR_CRYPTO, "pair key _buddy has %zu bytes, not 32", key->len);
+    if (vault_unseal(v, "_buddy", &key, err) == 0 && key->len != BUDDY_KEY_LEN) {
+        err_set(err, ERR_CRYPTO, "pair key _buddy has %zu bytes, not %d", key->len, BUDDY_KEY_LEN);
         secbuf_free(key);
         key = NULL;
     }
@@ -75,42 +111,175 @@ device_key(const struct policy *p, struct err *err)
     return key;
 }
 
+/* Starts the link with key (NULL for auth none) and gives it the pending items. */
+static int
+link_up(struct daemon_device *dv, const struct secbuf *key, struct err *err)
+{
+    struct buddy_link_config cfg;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.path = dv->path;
+    cfg.baud = dv->baud;
+    cfg.auth_hmac = dv->auth_hmac;
+    dv->link = buddy_link_new(dv->d->base, &cfg, key, on_device_decision, dv->d, err);
+    if (dv->link == NULL)
+        return -1;
+    if ((dv->observer = approvals_observe(dv->d->approvals, on_approval_event, dv)) < 0) {
+        buddy_link_free(dv->link);
+        dv->link = NULL;
+        return err_set(err, ERR_INTERNAL, "buddy: no room for another approvals observer");
+    }
+    (void)approvals_foreach(dv->d->approvals, show_pending, dv);
+    return 0;
+}
+
+static void
+schedule_retry(struct daemon_device *dv)
+{
+    struct timeval tv = {(time_t)(dv->retry_ms / 1000), (suseconds_t)(dv->retry_ms % 1000) * 1000};
+
+    evtimer_add(dv->retry, &tv);
+    dv->retry_ms = dv->retry_ms >= KEY_RETRY_MAX_MS / 2 ? KEY_RETRY_MAX_MS : dv->retry_ms * 2;
+}
+
+/*
+ * One attempt to get the key and start the link. A failure is logged only when its reason
+ * differs from the one logged last (one line per state change, not per attempt), then the
+ * next attempt is scheduled. -1 only when the link itself cannot be made (it is then off
+ * until a reload; the error is in err).
+ */
+static int
+try_device(struct daemon_device *dv, struct err *err)
+{
+    struct secbuf *key = NULL;
+    struct err e;
+    int r;
+
+    if (dv->auth_hmac) {
+        dv->attempts++;
+        if ((key = device_key(dv->d->pol, &e)) == NULL) {
+            if (!dv->why_logged || e.code != dv->why.code || strcmp(e.msg, dv->why.msg) != 0)
+                log_warn("buddy device: off, pair key unavailable: %s (retrying every %d s "
+                         "at most; device approvals wait)", e.msg, KEY_RETRY_MAX_MS / 1000);
+            dv->why = e;
+            dv->why_logged = 1;
+            dv->waiting = 1;
+            schedule_retry(dv);
+            return 0;
+        }
+        if (dv->waiting)
+            log_info("buddy device: pair key unsealed (attempt %u); device on", dv->attempts);
+    }
+    r = link_up(dv, key, err);
+    secbuf_free(key);
+    if (r == -1)
+        return -1;
+    dv->waiting = 0;
+    dv->why_logged = 0;
+    log_info("buddy device: watching %s", dv->path);
+    return 0;
+}
+
+static void
+on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon_device *dv = arg;
+    struct err err;
+
+    if (dv->d->stopping || dv->link != NULL)
+        return;
+    if (try_device(dv, &err) == -1)
+        log_error("buddy device: %s; device off until a reload", err.msg);
+}
+
+static void
+device_free(struct daemon_device *dv)
+{
+    if (dv == NULL)
+        return;
+    if (dv->link != NULL) {
+        approvals_unobserve(dv->d->approvals, dv->observer);
+        buddy_link_free(dv->link);
+    }
+    if (dv->retry != NULL)
+        event_free(dv->retry);
+    free(dv->path);
+    free(dv);
+}
+
 int
 daemon_device_start(struct daemon *d)
 {
     const struct policy *p = d->pol;
-    struct buddy_link_config cfg;
-    struct secbuf *key = NULL;
+    struct daemon_device *dv;
     struct err err;
 
     if (!p->approvals.device_enabled)
         return 0;
-    if (p->approvals.device_auth_hmac && (key = device_key(p, &err)) == NULL) {
-        log_error("buddy device disabled: %s (run airlock buddy pair); device approvals will "
-                  "time out", err.msg);
+    if (p->approvals.device_auth_hmac && p->vault.backend == POLICY_BACKEND_NONE) {
+        log_error("buddy device disabled: approvals.device.auth is hmac but no vault holds "
+                  "the pair key; device approvals will time out");
         return 0;
     }
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.path = p->approvals.device_path;
-    cfg.baud = p->approvals.device_baud;
-    cfg.auth_hmac = p->approvals.device_auth_hmac;
-    d->buddy = buddy_link_new(d->base, &cfg, key, on_device_decision, d, &err);
-    secbuf_free(key);
-    if (d->buddy == NULL) {
-        log_error("buddy device: %s", err.msg);
+    if ((dv = calloc(1, sizeof(*dv))) == NULL ||
+        (dv->path = strdup(p->approvals.device_path)) == NULL ||
+        (dv->retry = evtimer_new(d->base, on_retry, dv)) == NULL) {
+        log_error("buddy device: out of memory");
+        device_free(dv);
         return -1;
     }
-    d->buddy_observer = approvals_observe(d->approvals, on_approval_event, d);
-    log_info("buddy device: watching %s", cfg.path);
+    dv->d = d;
+    dv->observer = -1;
+    dv->retry_ms = KEY_RETRY_FIRST_MS;
+    dv->baud = p->approvals.device_baud;
+    dv->auth_hmac = p->approvals.device_auth_hmac != 0;
+    if (try_device(dv, &err) == -1) {
+        log_error("buddy device: %s", err.msg);
+        device_free(dv);
+        return -1;
+    }
+    d->device = dv;
     return 0;
 }
 
 void
 daemon_device_stop(struct daemon *d)
 {
-    if (d->buddy == NULL)
+    device_free(d->device);
+    d->device = NULL;
+}
+
+static int
+same_settings(const struct daemon_device *dv, const struct policy *p)
+{
+    return p->approvals.device_enabled && strcmp(dv->path, p->approvals.device_path) == 0 &&
+        dv->baud == p->approvals.device_baud &&
+        dv->auth_hmac == (p->approvals.device_auth_hmac != 0);
+}
+
+void
+daemon_device_reload(struct daemon *d)
+{
+    struct daemon_device *dv = d->device;
+    struct err err;
+
+    if (dv != NULL && same_settings(dv, d->pol)) {
+        if (dv->link != NULL)
+            return; /* running: the device stays connected */
+        /* Off: a reload is a request to try now (the token may be back, or the vault
+         * settings changed); its outcome is logged again, once. */
+        event_del(dv->retry);
+        dv->retry_ms = KEY_RETRY_FIRST_MS;
+        dv->why_logged = 0;
+        if (try_device(dv, &err) == -1)
+            log_error("buddy device: %s; device off until a reload", err.msg);
         return;
-    approvals_unobserve(d->approvals, d->buddy_observer);
-    buddy_link_free(d->buddy);
-    d->buddy = NULL;
+    }
+    if (dv == NULL && !d->pol->approvals.device_enabled)
+        return;
+    if (dv != NULL)
+        log_info("buddy device: settings changed by the reload; restarting the device side");
+    daemon_device_stop(d);
+    if (daemon_device_start(d) == -1)
+        log_error("buddy device: off until a reload");
 }

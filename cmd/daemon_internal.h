@@ -7,6 +7,7 @@
 struct event;
 struct event_base;
 struct evdns_base;
+struct daemon_device;
 struct hsm_config;
 struct policy;
 
@@ -19,14 +20,17 @@ struct daemon {
     struct approvals *approvals;
     struct control *control;
     struct proxy *proxy;
-    struct buddy_link *buddy;
-    int buddy_observer;
+    struct daemon_device *device; /* the buddy device side (daemon_device.c), or NULL */
     uint64_t started_ms;
     struct event *sighup, *sigterm, *sigint, *sync_timer;
     int stopping;
 };
 
+/* Starts the device side when approvals.device is set; -1 only when the link cannot be made. */
 int daemon_device_start(struct daemon *d);
 void daemon_device_stop(struct daemon *d);
+/* After d->pol was replaced: restarts the device side if its settings changed, or tries
+ * the pair key now if it is still waiting for it. Never fails the reload. */
+void daemon_device_reload(struct daemon *d);
 
 #endif

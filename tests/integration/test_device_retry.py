@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""The buddy device's pair key is unavailable when airlockd starts (SPEC sections 7 and 10):
+with `auth: hmac` the daemon needs the key `_buddy` from the token before it may talk to
+the device. While the SoftHSM token is away the device is not used: a held
+`approve: device` request waits, a press on the device decides nothing, the CLI may
+decide only what its rule allows, and nothing reaches the origin. The daemon tries the
+key again (1 s doubling to 30 s) with one log line per state change, not per attempt;
+once the token is back the link comes up, the device shows the waiting item and a press
+releases it. A reload tries at once.
+"""
+
+import os
+import re
+import subprocess
+import time
+
+import harness as h
+from harness import check, eq, test
+from approval_util import (BgCurl, ID_RE, SIM, Sim, audit_for, cli, cli_rule, config,
+                           pending, still_waiting, url, wait_new_item)
+from fault_dev_util import Backend, vault_cli
+
+OFF_RE = r"buddy device: off, pair key unavailable: "
+ON_RE = r"buddy device: pair key unsealed \(attempt \d+\); device on"
+
+
+def wait_log(d, pattern, timeout=8.0, since=0):
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + h.scaled(timeout)
+    while time.monotonic() < deadline:
+        m = rx.search(d.log_text()[since:])
+        if m:
+            return m
+        time.sleep(0.05)
+    raise AssertionError("no log line /%s/; log tail:\n%s" % (pattern, d.log_text()[-1500:]))
+
+
+def press(sim, key=b"a"):
+    sim.p.stdin.write(key)
+    sim.p.stdin.flush()
+
+
+class Token:
+    """A private SoftHSM token whose directory can be taken away and put back (the
+    daemon then finds no token at all, as with an unplugged one)."""
+
+    def __init__(self):
+        self.b = Backend("pkcs11")
+        self.dir = os.path.join(self.b.dir, "tokens")
+        self.away = self.dir + ".away"
+
+    def remove(self):
+        os.rename(self.dir, self.away)
+
+    def restore(self):
+        os.rename(self.away, self.dir)
+
+
+def paired_key(d, link):
+    """Pairs airlock-buddy-sim through `airlock buddy pair` (token present, daemon not
+    running); returns the path of the key file the simulator now holds."""
+    keyfile = os.path.join(h.make_tmpdir("airlock-key-"), "key")
+    p = subprocess.Popen([SIM, "--link", link, "--pairing", "--key-file", keyfile],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        ready = p.stdout.readline().decode()
+        check(ready.startswith("ready ") and "pairing" in ready, "sim in pairing mode", ready)
+        rc, out = vault_cli(d, "buddy", "pair")
+        eq(rc, 0, "airlock buddy pair (%s)" % out)
+    finally:
+        p.terminate()
+        p.communicate(timeout=5)
+    check(os.path.exists(keyfile), "simulator stored the pair key")
+    return keyfile
+
+
+def setup(o, tok, rules):
+    """A stopped daemon with auth hmac, its vault initialised and the simulator paired."""
+    link = os.path.join(h.make_tmpdir("airlock-buddy-"), "buddy")
+    cfg = config(o, rules)
+    cfg["approvals"]["device"] = {"path": link, "auth": "hmac"}
+    cfg["vault"] = tok.b.vault
+    d = h.Daemon(cfg, start=False)
+    eq(vault_cli(d, "init")[0], 0, "airlock init")
+    return d, link, paired_key(d, link)
+
+
+def no_hello(sim):
+    check(not any(ln.startswith(("hello", "shown")) for ln in sim.text()),
+          "the daemon talked to the device without the pair key", sim.text())
+
+
+@test
+def token_away_at_start_then_back():
+    tok = Token()
+    with h.Origin() as o:
+        rules = [cli_rule(o, "anyrule", approve="any", path="/any*"),
+                 h.rule("dev", ports=[o.port], action="allow", approve="device")]
+        d, link, keyfile = setup(o, tok, rules)
+        tok.remove()
+        with d:
+            d.start()
+            wait_log(d, OFF_RE)
+            t_off = time.monotonic()
+            sim = Sim(link, "--auth", "hmac", "--key-file", keyfile)
+            try:
+                bg = BgCurl(d, url(o, "/deploy"), data=b"d=1")
+                iid, item = wait_new_item(d, set())
+                eq(item[3], "device", "mode of the held item")
+                # The device decides nothing: it was never told about the item.
+                press(sim)
+                still_waiting(bg, o, 0, 1.0)
+                no_hello(sim)
+                # Fail closed: the CLI may not decide an approve: device item either...
+                rc, out = cli(d, "approve", iid)
+                check(rc != 0 and "requires device approval" in out,
+                      "CLI approve of a device item refused", rc, out)
+                check(iid in pending(d), "device item left the queue", pending(d))
+                # ... but decides an approve: any item, as always.
+                bg_any = BgCurl(d, url(o, "/any1"), data=b"a=1")
+                aid, _ = wait_new_item(d, {iid})
+                eq(cli(d, "approve", aid)[0], 0, "CLI approve of an any item")
+                eq(bg_any.result().status, 200, "any item released from the CLI")
+                eq([q["path"] for q in o.requests], ["/any1"], "requests at the origin")
+                # Attempts at about 0, 1, 3 and 7 s: wait past the third, then count lines.
+                time.sleep(max(0.0, 3.5 - (time.monotonic() - t_off)))
+                log = d.log_text()
+                eq(len(re.findall(OFF_RE, log)), 1, "'key unavailable' lines after 3 attempts")
+                noise = [ln for ln in log.splitlines() if not re.search(OFF_RE, ln) and
+                         re.search(r"(?i)pkcs11|softhsm|p11-kit|token|vault|_buddy", ln)]
+                eq(noise, [], "token lines besides the one 'key unavailable' line")
+                no_hello(sim)
+                still_waiting(bg, o, 1, 0.2)
+                # The token is back: the next attempt (at most 30 s away; here about 7 s
+                # after start) brings the link up and the device shows the waiting item.
+                tok.restore()
+                t_back = time.monotonic()
+                sim.wait_line(r"^hello SIM1$", 40)
+                shown = sim.wait_line(r"^shown %s POST " % iid, 5)
+                check("/deploy" in shown, "shown text names the request", shown)
+                print("  device up %.1fs after the token came back" %
+                      (time.monotonic() - t_back), flush=True)
+                wait_log(d, ON_RE)
+                eq([q["path"] for q in o.requests], ["/any1"], "origin before the press")
+                check(not bg.done(), "held request finished before the press")
+                press(sim)
+                sim.wait_line(r"^approved %s$" % iid)
+                r = bg.result()
+                eq(r.status, 200, "released by the press (%r)" % r)
+                eq([q["path"] for q in o.requests], ["/any1", "/deploy"], "requests at origin")
+                eq(audit_for(d, iid).get("approver"), "device:SIM1", "audit approver")
+                eq(len(re.findall(OFF_RE, d.log_text())), 1, "'key unavailable' lines")
+                eq(pending(d), {}, "queue at the end")
+            finally:
+                sim.stop()
+            eq(d.stop(), 0, "daemon exit status")
+
+
+@test
+def reload_tries_the_key_at_once():
+    """Still off after a reload: one more line saying so, then silence while the attempts
+    go on failing. The token comes back while the next attempt is 15 s away; a reload
+    brings the device up at once and it shows the item that waited."""
+    tok = Token()
+    with h.Origin() as o:
+        d, link, keyfile = setup(o, tok, [h.rule("dev", ports=[o.port], action="allow",
+                                                 approve="device")])
+        tok.remove()
+        with d:
+            d.start()
+            wait_log(d, OFF_RE)
+            sim = Sim(link, "--auth", "hmac", "--key-file", keyfile)
+            try:
+                bg = BgCurl(d, url(o, "/late"), data=b"l=1")
+                iid, _ = wait_new_item(d, set())
+                t_reload = time.monotonic()  # the daemon's reload is no earlier
+                ok, new = d.reload()
+                check(ok, "reload", new)
+                wait_log(d, OFF_RE, since=len(d.log_text()) - len(new))
+                # The backoff restarted at 1 s: attempts at +1, +3, +7 and +15 s, the next
+                # one at +31 s. Each failed the same way: no more lines.
+                time.sleep(16.0 - (time.monotonic() - t_reload))
+                eq(len(re.findall(OFF_RE, d.log_text())), 2, "'key unavailable' lines")
+                no_hello(sim)
+                still_waiting(bg, o, 0, 0.1)
+                tok.restore()
+                before = len(d.log_text())
+                ok, new = d.reload()
+                check(ok, "reload", new)
+                wait_log(d, ON_RE, 2.0, since=before)
+                elapsed = time.monotonic() - t_reload
+                check(elapsed < 26.0, "device up only %.1fs after the first reload (the "
+                      "timer at +31 s, not the reload)" % elapsed)
+                sim.wait_line(r"^shown %s POST " % iid, 5)
+                eq(len(o.requests), 0, "requests at the origin before the press")
+                press(sim)
+                eq(bg.result().status, 200, "released by the press")
+                eq([q["path"] for q in o.requests], ["/late"], "requests at the origin")
+            finally:
+                sim.stop()
+            eq(d.stop(), 0, "daemon exit status")
+
+
+if __name__ == "__main__":
+    h.isolate_network()
+    h.run()
