@@ -111,8 +111,8 @@ hsm_seal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned
 }
 
 int
-hsm_unseal_into(struct hsm *h, const unsigned char *aad, size_t aad_len,
-                const unsigned char *blob, size_t blob_len, struct secbuf *out, struct err *err)
+hsm_unseal_into(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *blob,
+                size_t blob_len, struct secbuf *out, struct err *err)
 {
     if (h == NULL || out == NULL || (blob == NULL && blob_len > 0))
         return err_set(err, ERR_USAGE, "hsm: unseal: missing argument");

@@ -42,10 +42,10 @@ int hsm_init(struct hsm *h, struct err *err);
  * and name). On success *blob is malloc'd backend data the caller frees.
  */
 int hsm_seal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *secret,
-    size_t secret_len, unsigned char **blob, size_t *blob_len, struct err *err);
+             size_t secret_len, unsigned char **blob, size_t *blob_len, struct err *err);
 /* Unseals into a new secbuf (*out) the caller frees with secbuf_free(). Wrong aad fails. */
 int hsm_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const unsigned char *blob,
-    size_t blob_len, struct secbuf **out, struct err *err);
+               size_t blob_len, struct secbuf **out, struct err *err);
 /*
  * Unseals into the caller's locked buffer, for callers that reuse one buffer per unseal
  * instead of mapping and locking a new one. out->cap must be at least blob_len (the
@@ -53,7 +53,8 @@ int hsm_unseal(struct hsm *h, const unsigned char *aad, size_t aad_len, const un
  * success out->len is the secret's length; on failure out holds nothing.
  */
 int hsm_unseal_into(struct hsm *h, const unsigned char *aad, size_t aad_len,
-    const unsigned char *blob, size_t blob_len, struct secbuf *out, struct err *err);
+                    const unsigned char *blob, size_t blob_len, struct secbuf *out,
+                    struct err *err);
 /* Checks the token is reachable, reconnecting if needed. 0 healthy, -1 with err. */
 int hsm_health(struct hsm *h, struct err *err);
 enum hsm_backend hsm_backend(const struct hsm *h);

@@ -46,10 +46,10 @@ struct tpm2_blob {
 struct tpm2 {
     TSS2_TCTI_CONTEXT *tcti;
     ESYS_CONTEXT *esys;
-    ESYS_TR primary; /* resolved on this connection, or ESYS_TR_NONE */
+    ESYS_TR primary;        /* resolved on this connection, or ESYS_TR_NONE */
     ESYS_TR unseal_session; /* salted, response-encrypting, kept across unseals; or NONE */
-    int broken;      /* the last call failed in transport: reconnect before the next */
-    uint32_t handle; /* persistent handle of the storage primary */
+    int broken;             /* the last call failed in transport: reconnect before the next */
+    uint32_t handle;        /* persistent handle of the storage primary */
     const char *tcti_conf;
 };
 

@@ -48,10 +48,10 @@ struct inject_pool {
 
 struct inject_state {
     struct vault *vault;
-    uint64_t retry_after_us;    /* after a failed open, do not hammer a missing token */
+    uint64_t retry_after_us; /* after a failed open, do not hammer a missing token */
     struct inject_hold hold[INJECT_HOLD_MAX];
     struct event *sweep;
-    struct secbuf *scratch;     /* unsealed secret between unseal and formatting; wiped */
+    struct secbuf *scratch; /* unsealed secret between unseal and formatting; wiped */
     struct inject_pool *pool;
 };
 
@@ -220,8 +220,8 @@ inject_token_failed(struct inject_state *st, const struct err *err)
 
 /* Unseals an internal credential such as the CA key ("_ca"); the caller frees it. */
 int
-inject_unseal_named(struct proxy *px, const struct policy *p, const char *name,
-    struct secbuf **out, struct err *err)
+inject_unseal_named(struct proxy *px, const struct policy *p, const char *name, struct secbuf **out,
+                    struct err *err)
 {
     struct vault *v;
 
@@ -240,7 +240,7 @@ inject_unseal_named(struct proxy *px, const struct policy *p, const char *name,
  */
 static const struct secbuf *
 unseal(struct proxy *px, const struct policy *p, const struct policy_credential *cred,
-    struct err *err)
+       struct err *err)
 {
     struct inject_state *st = px->inject;
     struct inject_hold *slot = NULL;
