@@ -9,6 +9,7 @@ once the token is back the link comes up, the device shows the waiting item and 
 releases it. A reload tries at once.
 """
 
+import copy
 import os
 import re
 import subprocess
@@ -75,14 +76,15 @@ def paired_key(d, link):
 
 
 def setup(o, tok, rules):
-    """A stopped daemon with auth hmac, its vault initialised and the simulator paired."""
+    """A stopped daemon with auth hmac, its vault initialised and the simulator paired:
+    (daemon, device link path, key file, config)."""
     link = os.path.join(h.make_tmpdir("airlock-buddy-"), "buddy")
     cfg = config(o, rules)
     cfg["approvals"]["device"] = {"path": link, "auth": "hmac"}
     cfg["vault"] = tok.b.vault
     d = h.Daemon(cfg, start=False)
     eq(vault_cli(d, "init")[0], 0, "airlock init")
-    return d, link, paired_key(d, link)
+    return d, link, paired_key(d, link), cfg
 
 
 def no_hello(sim):
@@ -96,7 +98,7 @@ def token_away_at_start_then_back():
     with h.Origin() as o:
         rules = [cli_rule(o, "anyrule", approve="any", path="/any*"),
                  h.rule("dev", ports=[o.port], action="allow", approve="device")]
-        d, link, keyfile = setup(o, tok, rules)
+        d, link, keyfile, _ = setup(o, tok, rules)
         tok.remove()
         with d:
             d.start()
@@ -163,8 +165,8 @@ def reload_tries_the_key_at_once():
     brings the device up at once and it shows the item that waited."""
     tok = Token()
     with h.Origin() as o:
-        d, link, keyfile = setup(o, tok, [h.rule("dev", ports=[o.port], action="allow",
-                                                 approve="device")])
+        d, link, keyfile, _ = setup(o, tok, [h.rule("dev", ports=[o.port], action="allow",
+                                                    approve="device")])
         tok.remove()
         with d:
             d.start()
@@ -196,6 +198,65 @@ def reload_tries_the_key_at_once():
                 press(sim)
                 eq(bg.result().status, 200, "released by the press")
                 eq([q["path"] for q in o.requests], ["/late"], "requests at the origin")
+            finally:
+                sim.stop()
+            eq(d.stop(), 0, "daemon exit status")
+
+
+def wait_count(sim, pattern, n, timeout=8.0):
+    """Waits until the simulator printed n lines matching pattern."""
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + h.scaled(timeout)
+    while time.monotonic() < deadline:
+        if sum(1 for ln in sim.text() if rx.search(ln)) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError("simulator printed /%s/ fewer than %d times: %r" % (pattern, n,
+                                                                         sim.text()))
+
+
+@test
+def reload_to_hmac_while_the_token_is_away():
+    """A reload that switches the device from auth none to auth hmac restarts the device
+    side: the link closes, and without the key it stays off, so a press on the item the
+    device still displays decides nothing. The token comes back: the link comes up under
+    the key, shows the item again, and a press releases it."""
+    tok = Token()
+    with h.Origin() as o:
+        d, link, keyfile, cfg_hmac = setup(o, tok, [h.rule("dev", ports=[o.port],
+                                                           action="allow", approve="device")])
+        cfg_none = copy.deepcopy(cfg_hmac)
+        cfg_none["approvals"]["device"]["auth"] = "none"
+        d.write_config(cfg_none)
+        with d:
+            d.start()
+            sim = Sim(link, "--auth", "hmac", "--key-file", keyfile)
+            try:
+                wait_count(sim, r"^hello SIM1$", 1)
+                wait_log(d, r"device SIM1 connected \(auth none\)")
+                bg = BgCurl(d, url(o, "/switch"), data=b"s=1")
+                iid = sim.wait_line(r"^shown %s POST " % ID_RE).split()[1]
+                tok.remove()
+                before = len(d.log_text())
+                d.write_config(cfg_hmac)
+                ok, new = d.reload()
+                check(ok, "reload", new)
+                wait_log(d, r"settings changed by the reload", since=before)
+                wait_log(d, OFF_RE, since=before)
+                press(sim)  # the device still displays the item; the daemon is not there
+                sim.wait_line(r"^approved %s$" % iid)
+                still_waiting(bg, o, 0, 1.5)
+                check(iid in pending(d), "item left the queue", pending(d))
+                tok.restore()
+                wait_count(sim, r"^hello SIM1$", 2, 20)
+                wait_count(sim, r"^shown %s " % iid, 2, 5)
+                wait_log(d, r"device SIM1 connected \(auth hmac\)", since=before)
+                eq(len(o.requests), 0, "requests at the origin before the second press")
+                press(sim)
+                wait_count(sim, r"^approved %s$" % iid, 2)
+                eq(bg.result().status, 200, "released by the press under the key")
+                eq([q["path"] for q in o.requests], ["/switch"], "requests at the origin")
+                eq(audit_for(d, iid).get("approver"), "device:SIM1", "audit approver")
             finally:
                 sim.stop()
             eq(d.stop(), 0, "daemon exit status")
