@@ -26,6 +26,7 @@ class BgCurl:
         self.dir = h.make_tmpdir("airlock-bgcurl-")
         self.hfile = os.path.join(self.dir, "h")
         self.bfile = os.path.join(self.dir, "b")
+        timeout = h.scaled(timeout)
         cmd = ["curl", "-s", "-S", "--max-time", str(timeout), "-D", self.hfile,
                "-o", self.bfile, "-x", d.proxy_url(), "--noproxy", "", "-H", "Expect:"]
         if data is not None:
@@ -51,7 +52,7 @@ class BgCurl:
     def result(self, timeout=None):
         """Waits (bounded) and returns a harness CurlResult."""
         try:
-            _, err = self.p.communicate(timeout=timeout or self.timeout + 5)
+            _, err = self.p.communicate(timeout=h.scaled(timeout) if timeout else self.timeout + 5)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError("background curl did not finish in time")
@@ -81,7 +82,7 @@ def pending(d):
 
 def wait_pending(d, n, timeout=8.0):
     """Polls until exactly n items are pending; returns them."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + h.scaled(timeout)
     while True:
         items = pending(d)
         if len(items) == n or time.monotonic() > deadline:
@@ -92,6 +93,7 @@ def wait_pending(d, n, timeout=8.0):
 
 def wait_new_item(d, known, timeout=8.0):
     """Waits for one pending id not in known; returns (id, item)."""
+    timeout = h.scaled(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         items = pending(d)
@@ -103,7 +105,7 @@ def wait_new_item(d, known, timeout=8.0):
 
 
 def audit_for(d, item_id, timeout=5.0):
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + h.scaled(timeout)
     while True:
         recs = [r for r in d.audit_records() if r.get("id") == item_id]
         if recs or time.monotonic() > deadline:
@@ -113,7 +115,8 @@ def audit_for(d, item_id, timeout=5.0):
 
 
 def config(origin, rules, device_link=None, **approvals):
-    ap = {"timeout": "30s", "max_pending": 64, "max_body": "1KiB"}
+    # The default approval timeout outlives a test's CLI calls even under valgrind.
+    ap = {"timeout": "%ds" % h.scaled(30), "max_pending": 64, "max_body": "1KiB"}
     ap.update(approvals)
     if device_link is not None:
         ap["device"] = {"path": device_link, "auth": "none"}
@@ -158,7 +161,7 @@ class Sim:
 
     def wait_line(self, pattern, timeout=8.0):
         rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + h.scaled(timeout)
         while time.monotonic() < deadline:
             for ln in self.text():
                 if rx.search(ln):
@@ -170,7 +173,7 @@ class Sim:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
             try:
-                self.p.wait(5)
+                self.p.wait(h.scaled(5))
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait(5)

@@ -27,6 +27,18 @@ TLS_DIR = os.path.join(SOURCE_DIR, "tests", "data", "tls")
 AIRLOCKD = os.path.join(BIN_DIR, "airlockd")
 AIRLOCK = os.path.join(BIN_DIR, "airlock")
 
+# Under AIRLOCK_VALGRIND=1 (the ctest label `valgrind`, see valgrind_main() below) BIN_DIR
+# holds wrappers that run each real binary under valgrind with its log in VG_LOG_DIR;
+# every wait on one of our processes is multiplied by SLOW so the slowdown is not a flake.
+VALGRIND = os.environ.get("AIRLOCK_VALGRIND") == "1"
+VG_LOG_DIR = os.environ.get("AIRLOCK_VG_LOG_DIR", "")
+SLOW = float(os.environ.get("AIRLOCK_TIME_SCALE") or (6 if VALGRIND else 1))
+
+
+def scaled(seconds):
+    """A wait on airlockd / airlock / the simulator, stretched under valgrind."""
+    return seconds * SLOW
+
 sys.path.insert(0, HERE)
 from origin import Origin, pattern_bytes  # noqa: E402,F401  (re-exported for tests)
 
@@ -246,7 +258,7 @@ class Daemon:
                                      stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=subprocess.STDOUT, cwd=self.tmpdir, env=env)
         for port in (self.http_port, self.socks_port):
-            if port and not wait_port(port, 10.0, self.proc):
+            if port and not wait_port(port, scaled(10.0), self.proc):
                 rc = self.proc.poll()
                 if rc is None:
                     self._kill()
@@ -268,6 +280,7 @@ class Daemon:
     def reload(self, timeout=10.0):
         """SIGHUP, then wait for "policy reloaded" or "reload failed" in the log.
         Returns (ok, text of the log written since the signal)."""
+        timeout = scaled(timeout)
         before = len(self.log_text())
         self.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout
@@ -291,9 +304,11 @@ class Daemon:
 
     def stop(self, timeout=15.0):
         """SIGTERM and wait; returns the exit status. Raises if it hangs or a sanitizer
-        reported anything."""
+        reported anything (under valgrind: any error or definite/indirect leak)."""
         if self.proc is None:
             return None
+        timeout = scaled(timeout)
+        pid = self.proc.pid
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -309,6 +324,9 @@ class Daemon:
         if "ERROR: AddressSanitizer" in log or "ERROR: LeakSanitizer" in log \
                 or "runtime error:" in log:
             raise DaemonError("sanitizer report in airlockd log:\n" + log)
+        report = valgrind_report(pid)
+        if report:
+            raise DaemonError("valgrind report for airlockd (pid %d):\n%s" % (pid, report))
         return rc
 
     def audit_records(self):
@@ -321,7 +339,7 @@ class Daemon:
 
     def wait_audit(self, n, timeout=5.0):
         """Audit records once there are at least n (writes may trail the response)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             recs = self.audit_records()
             if len(recs) >= n or time.monotonic() > deadline:
@@ -352,9 +370,19 @@ class Daemon:
 
 def run_airlock(args, timeout=30, input_bytes=None):
     """The CLI: returns (exit status, stdout+stderr text)."""
-    p = subprocess.run([AIRLOCK] + list(args), input=input_bytes, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=timeout)
-    return p.returncode, p.stdout.decode("utf-8", "replace")
+    p = subprocess.Popen([AIRLOCK] + list(args),
+                         stdin=None if input_bytes is None else subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = p.communicate(input_bytes, timeout=scaled(timeout))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise
+    report = valgrind_report(p.pid)
+    if report:
+        raise AssertionError("valgrind report for airlock %s:\n%s" % (" ".join(args), report))
+    return p.returncode, out.decode("utf-8", "replace")
 
 
 # --- curl -----------------------------------------------------------------------------
@@ -406,6 +434,7 @@ def curl(url, proxy=None, socks5=None, proxy_user=None, args=(), headers=(), dat
     status and headers are those of the last response (the final one)."""
     d = make_tmpdir("airlock-curl-")
     hfile, bfile = os.path.join(d, "h"), os.path.join(d, "b")
+    timeout = scaled(timeout)
     cmd = ["curl", "-s", "-S", "--max-time", str(timeout), "-D", hfile, "-o", bfile]
     if proxy:
         cmd += ["-x", proxy, "--noproxy", ""]
@@ -450,7 +479,7 @@ def curl(url, proxy=None, socks5=None, proxy_user=None, args=(), headers=(), dat
 def recv_all(sock, timeout=5.0, limit=1 << 20):
     """Reads until EOF, limit bytes or timeout; returns what arrived."""
     sock.settimeout(0.2)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     data = b""
     while time.monotonic() < deadline and len(data) < limit:
         try:
@@ -470,7 +499,7 @@ def read_http_response(sock, timeout=5.0):
     Returns (status, headers dict lower-case, body, raw) or (0, {}, b"", raw) when the
     peer closed or timed out before a full header block."""
     sock.settimeout(0.2)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     data = b""
     while b"\r\n\r\n" not in data and time.monotonic() < deadline and len(data) < 1 << 20:
         try:
@@ -553,6 +582,86 @@ class CountingListener:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# --- valgrind ------------------------------------------------------------------------
+_VG_SUMMARY = re.compile(r"ERROR SUMMARY: (\d+) errors")
+
+
+def _valgrind_log_report(path):
+    """The log's text when valgrind counted an error (leaks of kind definite/indirect are
+    errors), else None. A log with no summary is a process killed by SIGKILL."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    m = _VG_SUMMARY.search(text)
+    return text if m and int(m.group(1)) else None
+
+
+def valgrind_report(pid):
+    """Under AIRLOCK_VALGRIND=1: the valgrind log of one of our processes that has exited,
+    when it holds an error or a definite/indirect leak; otherwise None."""
+    if not VALGRIND or not VG_LOG_DIR:
+        return None
+    return _valgrind_log_report(os.path.join(VG_LOG_DIR, "vg.%d.log" % pid))
+
+
+_VG_WRAPPER = """#!/bin/sh
+# airlock itest: the real %(name)s under valgrind (written by harness.py).
+exec valgrind --leak-check=full --show-leak-kinds=definite,indirect \\
+  --errors-for-leak-kinds=definite,indirect --error-exitcode=97 --num-callers=30 \\
+  --suppressions=%(supp)s --log-file="$AIRLOCK_VG_LOG_DIR/vg.%%p.log" \\
+  %(real)s "$@"
+"""
+
+
+def valgrind_main(test_path):
+    """The ctest command of a `valgrind.<test>` case: runs test_path with AIRLOCK_BIN_DIR
+    pointing at wrappers that start each of our binaries under valgrind, so every test
+    (and every way a test spawns airlockd, airlock or airlock-buddy-sim) is covered.
+    Daemon.stop() and run_airlock() fail on their own process's report; afterwards every
+    log is checked again, so a report from any process fails the case."""
+    if not shutil.which("valgrind"):
+        print("valgrind is not installed")
+        return 1
+    work = tempfile.mkdtemp(prefix="airlock-vg-")
+    wrap_dir, log_dir = os.path.join(work, "bin"), os.path.join(work, "logs")
+    os.makedirs(wrap_dir)
+    os.makedirs(log_dir)
+    supp = os.path.join(SOURCE_DIR, "tests", "valgrind.supp")
+    for name in sorted(os.listdir(BIN_DIR)):
+        real = os.path.join(BIN_DIR, name)
+        if not (os.path.isfile(real) and os.access(real, os.X_OK)):
+            continue
+        w = os.path.join(wrap_dir, name)
+        with open(w, "w") as f:
+            f.write(_VG_WRAPPER % {"name": name, "supp": supp, "real": real})
+        os.chmod(w, 0o755)
+    env = dict(os.environ, AIRLOCK_VALGRIND="1", AIRLOCK_BIN_DIR=wrap_dir,
+               AIRLOCK_VG_LOG_DIR=log_dir)
+    try:
+        rc = subprocess.run([sys.executable, test_path], env=env, stdin=subprocess.DEVNULL,
+                            timeout=float(os.environ.get("AIRLOCK_VG_TIMEOUT", "1500"))
+                            ).returncode
+    except subprocess.TimeoutExpired:
+        print("FAIL %s: no result within the valgrind time limit" % test_path)
+        rc = 1
+    logs = sorted(os.listdir(log_dir))
+    bad = [(n, r) for n, r in ((n, _valgrind_log_report(os.path.join(log_dir, n)))
+                               for n in logs) if r]
+    for n, r in bad:
+        print("--- valgrind report %s ---\n%s" % (n, r))
+    print("valgrind: %d processes checked, %d with errors or leaks" % (len(logs), len(bad)))
+    if not logs:
+        print("FAIL: no process ran under valgrind")
+        rc = rc or 1
+    if os.environ.get("AIRLOCK_KEEP_TMP") == "1":
+        print("kept %s" % work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if rc or bad else 0
 
 
 # --- assertions and the runner --------------------------------------------------------
@@ -654,3 +763,10 @@ def run(fixture=None):
     # The last line is exactly "N passed, M failed" so scripts can parse it.
     print("%d passed, %d failed" % (passed, failed), flush=True)
     sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    # python3 harness.py --valgrind TEST.py: the `valgrind` ctest label (see above).
+    if len(sys.argv) != 3 or sys.argv[1] != "--valgrind":
+        sys.exit("usage: harness.py --valgrind TEST.py")
+    sys.exit(valgrind_main(sys.argv[2]))
