@@ -252,6 +252,33 @@ def broken_token(kind, breaker, repair):
         b.close()
 
 
+@test
+def pkcs11_hold_keeps_the_secret_for_its_duration():
+    """hold: 60s unseals once and formats later requests from the held copy, so they are
+    injected even with the token gone; a hold: 0s credential on the same token is not."""
+    b, o = Backend("pkcs11"), HashOrigin()
+    try:
+        cfg = config(o, b, credential="held")
+        cfg["rules"].insert(0, h.rule("now", ports=[o.port], action="inject", credential="gh",
+                                      path="/now", allow_cleartext=True))
+        cfg["credentials"]["held"] = {"header": "Authorization", "format": "Bearer {secret}",
+                                      "hold": "60s"}
+        with h.Daemon(cfg) as d:
+            eq(cli(d, "init")[0], 0, "init")
+            eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll gh")
+            eq(cli(d, "enroll", "held", secret=SECRET + b"\n")[0], 0, "enroll held")
+            eq(get(d, o).body.decode(), expected(), "first held injection")
+            os.rename(os.path.join(b.dir, "tokens"), os.path.join(b.dir, "tokens.away"))
+            for i in range(3):
+                eq(get(d, o).body.decode(), expected(), "held injection %d, token gone" % i)
+            r = h.curl("http://api.example.test:%d/now" % o.port, proxy=d.proxy_url())
+            eq(r.status, 503, "hold: 0s credential with the token gone")
+            eq(len(o.seen), 4, "origin saw only the held injections")
+    finally:
+        o.close()
+        b.close()
+
+
 def flip_blob(b, d):
     p = os.path.join(d.tmpdir, "vault", "gh.sealed")
     data = bytearray(open(p, "rb").read())
