@@ -158,8 +158,7 @@ exchange_done(struct conn *c)
         ex->up_keep = 0;
     }
     conn_audit(c);
-    /* The exchange's send timeout ends with it; the idle timer takes over. */
-    bufferevent_set_timeouts(c->client, NULL, NULL);
+    conn_watch_client(c);
     if (!ex->up_keep && c->up != NULL) {
         bufferevent_free(c->up);
         c->up = NULL;
@@ -190,26 +189,11 @@ up_arm_timeout(struct conn *c)
     bufferevent_set_timeouts(c->up, &tv, NULL);
 }
 
-/*
- * A client that takes no byte of its response for idle_timeout (it stopped reading, or
- * vanished without a FIN) is cut, so it cannot pin the connection and its upstream
- * forever. Plain sockets only: the TLS filter's generic timers run even with nothing to
- * send, which would cut a client that is merely waiting for a slow upstream.
- */
-static void
-client_arm_send_timeout(struct conn *c)
-{
-    struct timeval tv = {(time_t)(c->pol->idle_timeout_ms / 1000),
-        (suseconds_t)(c->pol->idle_timeout_ms % 1000 * 1000)};
-
-    if (bufferevent_get_underlying(c->client) == NULL)
-        bufferevent_set_timeouts(c->client, NULL, &tv);
-}
-
 void
 forward_start(struct conn *c)
 {
     struct exchange *ex = &c->ex;
+    struct bufferevent *under;
     struct err err;
 
     c->state = CS_EXCHANGE;
@@ -235,7 +219,13 @@ forward_start(struct conn *c)
     bufferevent_enable(c->up, EV_READ | EV_WRITE);
     bufferevent_setcb(c->client, http_client_readcb, client_writecb, http_client_eventcb, c);
     bufferevent_setwatermark(c->client, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
-    client_arm_send_timeout(c);
+    if ((under = bufferevent_get_underlying(c->client)) != NULL)
+        /* Under a TLS filter: the filter encrypts only while the socket's queue is below
+         * this, so its own output (checked against PROXY_HIGH_WATER) backs up too. */
+        bufferevent_setwatermark(under, EV_WRITE, PROXY_HIGH_WATER / 2, PROXY_HIGH_WATER);
+    /* The send watchdog (proxy.c): a client that stops taking its response is cut. */
+    conn_watch_client(c);
+    conn_set_timer(c, c->pol->idle_timeout_ms / 4 + 1);
     if (ex->req_done)
         bufferevent_disable(c->client, EV_READ);
     else
@@ -390,7 +380,6 @@ up_readcb(struct bufferevent *bev, void *arg)
         ex->status = ex->resp.status;
         if (ex->resp.status == 101 && ex->upgrade) {
             write_response_head(c, &ex->resp, 1);
-            bufferevent_set_timeouts(c->client, NULL, NULL);
             tunnel_start(c);
             return;
         }

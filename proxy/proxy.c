@@ -22,10 +22,36 @@
 
 static size_t client_pending(struct conn *c);
 
+/* Microseconds since the client last took a byte of what is queued for it. Snapshots are
+ * compared: the relay adds bytes only as the client drains them, so any change is progress. */
+static uint64_t
+client_quiet_us(struct conn *c)
+{
+    size_t pending = client_pending(c);
+    uint64_t now = util_now_us();
+
+    if (pending != c->watch_pending || c->ex.bytes_down != c->watch_down) {
+        c->watch_pending = pending;
+        c->watch_down = c->ex.bytes_down;
+        c->watch_us = now;
+    }
+    return now - c->watch_us;
+}
+
+/* Takes a fresh snapshot for the send watchdog (the client just made progress). */
+void
+conn_watch_client(struct conn *c)
+{
+    c->watch_pending = client_pending(c);
+    c->watch_down = c->ex.bytes_down;
+    c->watch_us = util_now_us();
+}
+
 static void
 conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
+    uint64_t idle_us = c->pol->idle_timeout_ms * 1000, quiet;
 
     switch (c->state) {
     case CS_HEAD:
@@ -33,6 +59,11 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
             log_debug("%s: header read timeout", c->peer);
             c->ex_active = 0;
             conn_respond(c, 408, "bad-request", "request header timeout");
+            return;
+        }
+        if (client_pending(c) > 0 && (quiet = client_quiet_us(c)) < idle_us) {
+            /* Still taking the last response (a slow reader): not idle. */
+            conn_set_timer(c, (idle_us - quiet) / 1000 + 1);
             return;
         }
         log_debug("%s: idle timeout", c->peer);
@@ -46,11 +77,18 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         conn_respond(c, 408, "bad-request", "request body timeout");
         return;
     case CS_EXCHANGE:
-        if (!c->ex.resp_head_done) {
-            conn_respond(c, 504, "upstream-timeout", "upstream did not answer in time");
+        /* Send watchdog: a client that takes nothing for idle_timeout while bytes wait
+         * for it (it stopped reading, or vanished without a FIN) would pin this
+         * connection and its upstream forever. Waiting for the upstream is not the
+         * client's stall (the upstream timer covers that). */
+        if (client_pending(c) == 0)
+            c->watch_us = util_now_us();
+        if (client_quiet_us(c) < idle_us) {
+            conn_set_timer(c, c->pol->idle_timeout_ms / 4 + 1);
             return;
         }
-        log_debug("%s: relay idle timeout", c->peer);
+        log_info("%s: %s client took no bytes for %llu ms; cutting", c->peer, c->ex.id,
+            (unsigned long long)c->pol->idle_timeout_ms);
         break;
     case CS_CLOSING:
         /* Bounded: give a slow client CLOSING_MAX_MS to take its final response. */

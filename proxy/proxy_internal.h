@@ -106,6 +106,10 @@ struct conn {
     uint64_t tunnel_start_us;
     struct splice_relay *splice; /* blind tunnel relayed with splice(2), see splice.c */
     uint64_t closing_deadline_us;
+    /* send watchdog: what was queued for the client, and when it last took a byte */
+    size_t watch_pending;
+    uint64_t watch_down;
+    uint64_t watch_us;
     TAILQ_ENTRY(conn) link;
 };
 
@@ -137,6 +141,7 @@ void conn_free(struct conn *c);
 void conn_close_when_flushed(struct conn *c);
 void conn_set_timer(struct conn *c, uint64_t ms);
 void conn_clear_timer(struct conn *c);
+void conn_watch_client(struct conn *c);
 void conn_new_id(char id[7]);
 void conn_exchange_begin(struct conn *c);
 void conn_refuse_stream(struct conn *c, const char *decision);

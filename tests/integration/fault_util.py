@@ -56,6 +56,7 @@ class FaultOrigin:
         self.open = 0
         self.closed_by_peer = 0
         self.interim_sent = 0
+        self.bytes_sent = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
         self._t.start()
@@ -75,7 +76,7 @@ class FaultOrigin:
     def stats(self):
         with self.lock:
             return {"accepts": self.accepts, "open": self.open,
-                    "interim_sent": self.interim_sent,
+                    "interim_sent": self.interim_sent, "bytes_sent": self.bytes_sent,
                     "closed_by_peer": self.closed_by_peer, "paths": list(self.paths)}
 
     def wait_open(self, n, timeout=5.0):
@@ -227,10 +228,14 @@ class FaultOrigin:
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                       b"Content-Length: %d\r\n\r\n" % args[0])
             left = args[0]
+            c.settimeout(STALL_MAX_S)  # a blocked send waits for the proxy to take it
             while left > 0 and not self._stop.is_set():
                 piece = h.pattern_bytes(min(left, 65536))
                 c.sendall(piece)  # raises once the proxy let go: the handler ends
                 left -= len(piece)
+                with self.lock:
+                    self.bytes_sent += len(piece)
+            c.settimeout(0.1)
             return True
         body = ("ok %s %d\n" % (path, body_len)).encode()
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"

@@ -128,18 +128,60 @@ def intercepted_upstream_silent_mid_body_is_cut(d):
     after_fault(d, fds)
 
 
-@test
-def intercepted_client_gone_mid_download(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+def tls_download(d, path, rcvbuf=None):
+    """A raw client: CONNECT, TLS to airlock's leaf, GET path. Returns (raw, tls)."""
     o = S["origin"]
-    raw = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    raw.settimeout(5)
+    raw.connect(("127.0.0.1", d.http_port))
     raw.sendall(("CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\nProxy-Authorization: %s\r\n\r\n"
                  % (HOST, o.port, HOST, o.port, h.basic_auth())).encode())
     status, _, _, _ = h.read_http_response(raw, 5)
     eq(status, 200, "CONNECT")
     ctx = ssl.create_default_context(cafile=S["ca"])
     s = ctx.wrap_socket(raw, server_hostname=HOST)
-    s.sendall(("GET /bytes/50000000 HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (HOST, o.port)).encode())
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (path, HOST, o.port)).encode())
+    return raw, s
+
+
+@test
+def intercepted_client_that_stops_reading_is_cut_and_nothing_piles_up(d):
+    # The TLS filter hands bytes to the socket below at once; back-pressure must still
+    # hold there (nothing piles up in the daemon), and the send watchdog must cut a client
+    # that takes nothing for idle_timeout (5s) instead of pinning both sides forever.
+    fds, n0 = baseline(d), len(d.audit_records())
+    o = S["origin"]
+    sent0 = o.stats()["bytes_sent"]
+    raw, s = tls_download(d, "/bytes/50000000", rcvbuf=16384)
+    try:
+        check(s.recv(4096).startswith(b"HTTP/1.1 200"), "download did not start")
+        t0 = time.monotonic()
+        time.sleep(2.0)
+        taken = o.stats()["bytes_sent"] - sent0
+        check(taken < 16 << 20, "the daemon took %d MiB for a client that reads nothing"
+              % (taken >> 20))
+        deadline = t0 + 15
+        while fu.active(d) > 0 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        took = time.monotonic() - t0
+        eq(fu.active(d), 0, "connections_active with a TLS client that stopped reading")
+        check(4.0 <= took < 10.0, "cut after %.1fs with idle_timeout 5s" % took)
+    finally:
+        raw.close()
+    check(o.wait_open(0), "the origin connection was not closed", o.stats())
+    rec = audit(d, "/bytes/50000000", n0)
+    eq((rec["decision"], rec["status"]), ("allow", 200), "audit")
+    check(0 < rec["bytes_down"] < 16 << 20, "audit bytes_down", rec["bytes_down"])
+    after_fault(d, fds)
+
+
+@test
+def intercepted_client_gone_mid_download(d):
+    fds, n0 = baseline(d), len(d.audit_records())
+    o = S["origin"]
+    raw, s = tls_download(d, "/bytes/50000000")
     got = b""
     deadline = time.monotonic() + 5
     while len(got) < 8192 and time.monotonic() < deadline:
