@@ -53,6 +53,10 @@ struct buddy_link {
     struct evbuffer *out;
     enum link_state state;
     int absent_logged;
+    /* One line per state change, not per attempt: a device that keeps answering HELLO
+     * with a wrong mac, or a port that opens and drops before any handshake, is logged
+     * once until a handshake verifies. */
+    int bad_hello_logged, quiet_reopen;
     char hnonce[BUDDY_NONCE_LEN + 1];
     uint64_t hello_us, ping_us, pong_us;
     char devid[BUDDY_DEVID_MAX + 1];
@@ -183,7 +187,13 @@ link_close(struct buddy_link *l, const char *why)
 {
     if (l->fd < 0)
         return;
-    log_warn("buddy: %s: %s; device closed, polling for it", l->open_path, why);
+    if (l->quiet_reopen)
+        log_debug("buddy: %s: %s; device closed again before a handshake", l->open_path, why);
+    else
+        log_warn("buddy: %s: %s; device closed, polling for it", l->open_path, why);
+    if (l->state != LINK_READY)
+        l->quiet_reopen = 1;
+    l->bad_hello_logged = 0;
     event_free(l->ev_read);
     event_free(l->ev_write);
     l->ev_read = l->ev_write = NULL;
@@ -236,13 +246,20 @@ on_hello_reply(struct buddy_link *l, const struct buddy_msg *m)
     }
     if (!mac_ok(l, BUDDY_MSG_HELLO_REPLY, m->devid, l->hnonce, m->mac)) {
         l->stats.bad_mac++;
-        log_warn("buddy: %s: HELLO from %s with a wrong mac ignored (paired with another "
-                 "key?)",
-            l->open_path, m->devid);
+        if (l->bad_hello_logged)
+            log_debug("buddy: %s: HELLO from %s with a wrong mac ignored", l->open_path,
+                m->devid);
+        else
+            log_warn("buddy: %s: HELLO from %s with a wrong mac ignored (paired with another "
+                     "key?); asking again every %d s", l->open_path, m->devid,
+                BUDDY_HELLO_RETRY_MS / 1000);
+        l->bad_hello_logged = 1;
         return;
     }
     l->hnonce[0] = '\0'; /* one HELLO reply per challenge */
     l->state = LINK_READY;
+    l->bad_hello_logged = 0;
+    l->quiet_reopen = 0;
     util_strlcpy(l->devid, m->devid, sizeof(l->devid));
     l->ping_us = l->pong_us = util_now_us();
     log_info("buddy: %s: device %s connected (auth %s)", l->open_path, l->devid,
@@ -424,9 +441,13 @@ try_open(struct buddy_link *l)
     }
     l->fd = fd;
     util_strlcpy(l->open_path, path, sizeof(l->open_path));
-    l->absent_logged = 0;
+    if (!l->quiet_reopen)
+        l->absent_logged = 0;
     l->state = LINK_HELLO;
-    log_info("buddy: %s: opened, sending HELLO", path);
+    if (l->quiet_reopen)
+        log_debug("buddy: %s: opened, sending HELLO", path);
+    else
+        log_info("buddy: %s: opened, sending HELLO", path);
     send_hello(l);
 }
 

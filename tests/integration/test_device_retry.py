@@ -19,7 +19,7 @@ import harness as h
 from harness import check, eq, test
 from approval_util import (BgCurl, ID_RE, SIM, Sim, audit_for, cli, cli_rule, config,
                            pending, still_waiting, url, wait_new_item)
-from fault_dev_util import Backend, vault_cli
+from fault_dev_util import Backend, FakeDevice, vault_cli
 
 OFF_RE = r"buddy device: off, pair key unavailable: "
 ON_RE = r"buddy device: pair key unsealed \(attempt \d+\); device on"
@@ -259,6 +259,48 @@ def reload_to_hmac_while_the_token_is_away():
                 eq(audit_for(d, iid).get("approver"), "device:SIM1", "audit approver")
             finally:
                 sim.stop()
+            eq(d.stop(), 0, "daemon exit status")
+
+
+@test
+def device_with_another_key_is_logged_once():
+    """A device paired with another key answers every HELLO (one each 3 s) with a wrong
+    mac: one warning, not one per HELLO; once it answers under the right key it is
+    connected and the next such device gets its warning again."""
+    tok = Token()
+    with h.Origin() as o:
+        d, link, keyfile, _ = setup(o, tok, [h.rule("dev", ports=[o.port], action="allow",
+                                                    approve="device")])
+        with open(keyfile) as f:
+            key = bytes.fromhex(f.read().strip())
+        with d:
+            d.start()
+            wait_log(d, r"buddy device: watching ")
+            dev = FakeDevice(link, key=os.urandom(32))
+            try:
+                for _ in range(3):
+                    dev.handshake()
+                wait_log(d, r"HELLO from FAKE1 with a wrong mac ignored")
+                time.sleep(0.5)
+                eq(len(re.findall(r"wrong mac ignored", d.log_text())), 1,
+                   "warnings for three wrong HELLO replies")
+                dev.key = key
+                dev.handshake()
+                wait_log(d, r"device FAKE1 connected \(auth hmac\)")
+            finally:
+                dev.unplug()
+            wait_log(d, r"end of file; device closed, polling for it")
+            dev = FakeDevice(link, key=os.urandom(32))
+            try:
+                dev.handshake()
+                deadline = time.monotonic() + h.scaled(8)
+                while (len(re.findall(r"wrong mac ignored", d.log_text())) < 2 and
+                       time.monotonic() < deadline):
+                    time.sleep(0.05)
+                eq(len(re.findall(r"wrong mac ignored", d.log_text())), 2,
+                   "warnings after a new device with another key")
+            finally:
+                dev.unplug()
             eq(d.stop(), 0, "daemon exit status")
 
 
