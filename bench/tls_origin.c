@@ -1,8 +1,9 @@
 /*
  * A small, fast HTTPS/1.1 keep-alive origin for bench/run's TLS rows (not part of the main
  * build): one epoll loop on 127.0.0.1:PORT with non-blocking OpenSSL, answering every request
- * with a fixed 13-byte body (request headers are never echoed), so that the proxies, not the
- * origin, are what the benchmark measures. Sessions resume (cache and tickets) as a real
+ * with a fixed 13-byte body (request headers are never echoed), and /bytes/N with N bytes
+ * streamed from a static buffer, so that the proxies, not the origin, are what the
+ * benchmark measures. Sessions resume (cache and tickets) as a real
  * server's would. Usage: tls_origin PORT CERT_PEM KEY_PEM
  */
 #define _GNU_SOURCE
@@ -24,6 +25,7 @@
 #define MAX_CONNS 4096
 #define IN_MAX 16384  /* a request head larger than this closes the connection */
 #define OUT_MAX 16384 /* queued responses (pipelined requests are answered in one write) */
+#define BULK_MAX (1ULL << 36)
 
 struct conn {
     int fd;
@@ -33,8 +35,10 @@ struct conn {
     char out[OUT_MAX];
     size_t out_len, out_off;
     unsigned long long skip_body; /* request body bytes still to discard */
+    unsigned long long bulk_left; /* body bytes of /bytes/N still to send */
     int close_after;
-    int counted; /* the handshake was counted */
+    int counted;       /* the handshake was counted */
+    int write_blocked; /* the last SSL_write wants a retry */
 };
 
 /* Printed on SIGTERM/SIGINT, so bench/run can tell whether the proxy resumes sessions. */
@@ -48,6 +52,7 @@ on_signal(int sig)
     stop = 1;
 }
 
+static char pattern[16384];
 static const char response[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                                "Content-Length: 13\r\n\r\nhello, world\n";
 
@@ -65,22 +70,32 @@ conn_close(int ep, struct conn *c)
 static int
 handle_one(struct conn *c)
 {
-    char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
+    char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4), *bytes;
     const char *cl;
     size_t head_len;
 
     if (end == NULL)
         return c->in_len >= IN_MAX ? -1 : 0;
-    if (c->out_len + sizeof(response) - 1 > OUT_MAX)
-        return 0;
+    if (c->out_len + sizeof(response) - 1 > OUT_MAX || c->bulk_left > 0 || c->write_blocked)
+        return 0; /* a blocked SSL_write must be retried with the same bytes */
     head_len = (size_t)(end - c->in) + 4;
     c->in[head_len - 1] = '\0'; /* the final '\n' is no longer needed */
     c->close_after = strcasestr(c->in, "\r\nConnection: close") != NULL;
     cl = strcasestr(c->in, "\r\nContent-Length:");
     c->skip_body = cl ? strtoull(cl + 17, NULL, 10) : 0;
-    memcpy(c->out + c->out_len, response, sizeof(response) - 1);
+    if ((bytes = strstr(c->in, " /bytes/")) != NULL && bytes < strstr(c->in, "\r\n")) {
+        c->bulk_left = strtoull(bytes + 8, NULL, 10);
+        if (c->bulk_left > BULK_MAX)
+            c->bulk_left = BULK_MAX;
+        c->out_len += (size_t)snprintf(c->out + c->out_len, OUT_MAX - c->out_len,
+                                       "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream"
+                                       "\r\nContent-Length: %llu\r\n\r\n",
+                                       c->bulk_left);
+    } else {
+        memcpy(c->out + c->out_len, response, sizeof(response) - 1);
+        c->out_len += sizeof(response) - 1;
+    }
     requests++;
-    c->out_len += sizeof(response) - 1;
     memmove(c->in, c->in + head_len, c->in_len - head_len);
     c->in_len -= head_len;
     return 1;
@@ -122,7 +137,7 @@ on_ready(int ep, struct conn *c)
         }
         if (c->out_off < c->out_len) {
             r = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
-            if (r <= 0) {
+            if ((c->write_blocked = r <= 0)) {
                 if ((want = ssl_want(c, r)) < 0)
                     return -1;
                 break;
@@ -130,6 +145,17 @@ on_ready(int ep, struct conn *c)
             c->out_off += (size_t)r;
             if (c->out_off == c->out_len)
                 c->out_off = c->out_len = 0;
+            continue;
+        }
+        if (c->bulk_left > 0) {
+            r = SSL_write(c->ssl, pattern,
+                          (int)(c->bulk_left < sizeof(pattern) ? c->bulk_left : sizeof(pattern)));
+            if (r <= 0) {
+                if ((want = ssl_want(c, r)) < 0)
+                    return -1;
+                break;
+            }
+            c->bulk_left -= (unsigned long long)r;
             continue;
         }
         if (c->close_after)
@@ -226,6 +252,8 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: tls_origin PORT CERT_PEM KEY_PEM\n");
         return 2;
     }
+    for (i = 0; i < (int)sizeof(pattern); i++)
+        pattern[i] = (char)('a' + i % 26);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
