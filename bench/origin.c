@@ -17,7 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_CONNS 4096
+#define MAX_CONNS 20000 /* bench/run holds 10,000 idle keep-alive connections */
 #define IN_MAX 16384   /* a request head larger than this closes the connection */
 #define OUT_MAX 512    /* response heads and the small body */
 #define BULK_MAX (1ULL << 36)

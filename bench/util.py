@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Helpers for bench/run: a free loopback port, a bounded wait for a listener, and the
-result table (name, value with unit, ratio to the direct run of the same kind)."""
+"""Helpers for bench/run: a free loopback port, a bounded wait for a listener, the CPU time
+of a process tree, and the result table (name, value with unit, ratios to the direct run
+and to the best peer of the same kind)."""
 
+import os
 import socket
 import sys
 import time
@@ -24,25 +26,78 @@ def wait_port(port, timeout=10.0):
     return False
 
 
+LOWER_IS_BETTER = ("us", "ms", "MB")
+
+
+def role(name, explicit=""):
+    """direct, airlockd, peer (another proxy: "via X") or "" (compared with nothing)."""
+    if explicit:
+        return explicit
+    if "direct" in name:
+        return "direct"
+    if "airlockd" in name:
+        return "airlockd"
+    return "peer" if " via " in name else ""
+
+
 def table(rows):
-    """rows: "name|unit|value|note[|base]". The ratio column compares with the "direct" row
-    of the same unit ("req/s@tls" has none: its rows print as req/s without a ratio); base
+    """rows: "name|unit|value|note[|base[|role]]". Rows of one unit form a group ("req/s@tls"
+    prints as req/s; "us@p99" as us). Every row gets its ratio to the group's direct row;
+    airlockd rows also to the group's best peer (highest, or lowest for us/ms/MB). base
     names another row whose ratio is added to the note."""
-    parsed = [(r.split("|", 4) + [""])[:5] for r in rows]
-    direct, by_name = {}, {}
-    for name, unit, value, _, _ in parsed:
-        by_name[name] = float(value)
-        if "direct" in name:
-            direct[unit] = float(value)
-    print("%-42s %14s %8s  %s" % ("benchmark", "result", "ratio", "note"))
-    for name, unit, value, note, base in parsed:
-        v = float(value)
+    parsed = []
+    for r in rows:
+        name, unit, value, note, base, rl = (r.split("|", 5) + ["", ""])[:6]
+        parsed.append((name, unit, float(value or 0), note.strip().rstrip(";").strip(), base,
+                       role(name, rl)))
+    by_name = {p[0]: p[2] for p in parsed}
+    direct, best = {}, {}
+    for name, unit, v, _, _, rl in parsed:
+        lower = unit.split("@")[0] in LOWER_IS_BETTER
+        if rl == "direct":
+            direct[unit] = v
+        elif rl == "peer" and v > 0:
+            if unit not in best or (v < best[unit][0] if lower else v > best[unit][0]):
+                best[unit] = (v, name)
+    print("%-46s %12s %-6s %7s %7s  %s" % ("benchmark", "result", "unit", "/direct", "/peer",
+                                           "note"))
+    for name, unit, v, note, base, rl in parsed:
         ref = direct.get(unit)
-        ratio = "%.2f" % (v / ref) if ref else "-"
-        note = note.strip()
+        r_direct = "%.2f" % (v / ref) if ref else "-"
+        r_peer = "-"
+        if rl == "airlockd" and unit in best:
+            r_peer = "%.2f" % (v / best[unit][0])
+            note = ("best peer: %s; %s" % (best[unit][1], note)).rstrip("; ")
         if base and by_name.get(base):
             note = ("%.2f x %s; %s" % (v / by_name[base], base, note)).rstrip("; ")
-        print("%-42s %9.1f %-4s %8s  %s" % (name, v, unit.split("@")[0], ratio, note))
+        print("%-46s %12.1f %-6s %7s %7s  %s" % (name, v, unit.split("@")[0], r_direct, r_peer,
+                                                 note))
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of pid and all its descendants (threads included)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    kids, ticks = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        kids.setdefault(int(fields[1]), []).append(int(d))
+        ticks[int(d)] = int(fields[11]) + int(fields[12])
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        total += ticks.get(p, 0)
+        todo.extend(kids.get(p, []))
+    return total / tick
 
 
 if __name__ == "__main__":
@@ -53,5 +108,7 @@ if __name__ == "__main__":
         sys.exit(0 if wait_port(int(sys.argv[2])) else 1)
     elif cmd == "table":
         table(sys.argv[2:])
+    elif cmd == "cpu":
+        print("%.3f" % cpu_seconds(int(sys.argv[2])))
     else:
         sys.exit(2)
