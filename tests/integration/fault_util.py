@@ -80,7 +80,7 @@ class FaultOrigin:
                     "closed_by_peer": self.closed_by_peer, "paths": list(self.paths)}
 
     def wait_open(self, n, timeout=5.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + h.scaled(timeout)
         while time.monotonic() < deadline:
             if self.stats()["open"] == n:
                 return True
@@ -271,7 +271,8 @@ class Reply:
 def exchange(port, payload, timeout=10.0):
     """Sends payload on a fresh connection and reads until the proxy closes it or timeout.
     The body is everything after the head (not cut at Content-Length), so a proxy that
-    sends too much or too little shows."""
+    sends too much or too little shows. Under valgrind the timeout is stretched."""
+    timeout = h.scaled(timeout)
     t0 = time.monotonic()
     data, closed = b"", False
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -309,7 +310,7 @@ def _complete(head, body):
 # --- leak probes ----------------------------------------------------------------------
 def status(d):
     """`airlock status` as a dict of its key: value lines."""
-    rc, out = h.run_airlock(["-c", d.config_path, "status"], timeout=15)
+    rc, out = h.run_airlock(["-c", d.config_path, "status"], timeout=h.scaled(15))
     eq(rc, 0, "airlock status exit (%s)" % out)
     st = {}
     for line in out.splitlines():
@@ -330,7 +331,7 @@ def fd_count(pid):
 def wait_settled(d, want_active=0, fd_baseline=None, timeout=8.0):
     """Waits until the daemon reports want_active proxy connections and (if given) its fd
     count is back to fd_baseline; fails with what it saw otherwise."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + h.scaled(timeout)
     while True:
         n = active(d)
         fds = fd_count(d.proc.pid) if fd_baseline is not None else None
@@ -344,7 +345,7 @@ def wait_settled(d, want_active=0, fd_baseline=None, timeout=8.0):
 
 def audit_by_path(d, path, n0=0, timeout=5.0):
     """The last audit record for path written after record n0 (waits for it)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + h.scaled(timeout)
     while True:
         recs = [r for r in d.audit_records()[n0:] if r.get("path") == path]
         if recs or time.monotonic() > deadline:

@@ -60,7 +60,7 @@ def after_fault(d, fds, path="/after"):
 def check_truncated(rep, declared, sent):
     eq(rep.status, 200, "status of the cut response (%r)" % rep)
     check(rep.closed, "the proxy kept the client connection open after a cut", rep)
-    check(rep.elapsed < 5.0, "cut response took %.2fs to end" % rep.elapsed)
+    check(rep.elapsed < h.scaled(5.0), "cut response took %.2fs to end" % rep.elapsed)
     check(len(rep.body) < declared, "client got a complete-looking body", rep)
     eq(len(rep.body), sent, "bytes relayed before the cut")
 
@@ -83,7 +83,7 @@ def upstream_reset_mid_body_truncates(d):
 def upstream_close_mid_body_is_a_curl_error(d):
     fds, n0 = baseline(d), len(d.audit_records())
     path = "/cut/200000/30000"
-    r = h.curl(url(path), proxy=d.proxy_url(), timeout=8)
+    r = h.curl(url(path), proxy=d.proxy_url(), timeout=h.scaled(8))
     eq(r.rc, 18, "curl exit (18: partial file) (%r)" % r)
     eq(r.status, 200, "status")
     eq(len(r.body), 30000, "bytes before the cut")
@@ -100,9 +100,9 @@ def upstream_cut_chunked_body_never_ends_cleanly(d):
     rep = fu.exchange(d.http_port, fu.request_bytes(ORIGIN.port, path), timeout=8)
     eq(rep.status, 200, "status (%r)" % rep)
     eq(rep.headers.get("transfer-encoding"), "chunked", "framing passed through")
-    check(rep.closed and rep.elapsed < 5.0, "connection not closed promptly", rep)
+    check(rep.closed and rep.elapsed < h.scaled(5.0), "connection not closed promptly", rep)
     check(not rep.body.endswith(b"0\r\n\r\n"), "proxy invented the last chunk", rep.body[-20:])
-    r = h.curl(url(path), proxy=d.proxy_url(), timeout=8)
+    r = h.curl(url(path), proxy=d.proxy_url(), timeout=h.scaled(8))
     eq(r.rc, 18, "curl exit for the cut chunked body (%r)" % r)
     rec = fu.audit_by_path(d, path, n0)
     eq((rec["decision"], rec["status"]), ("allow", 200), "audit")
@@ -196,11 +196,11 @@ def upstream_silent_before_head_is_504(d):
     eq(rep.status, 504, "status (%r)" % rep)
     eq(rep.headers.get("x-airlock-decision"), "upstream-timeout", "decision header")
     eq(rep.headers.get("x-airlock-rule"), "api", "rule header")
-    check(UPSTREAM_TIMEOUT_S * 0.8 <= rep.elapsed < UPSTREAM_TIMEOUT_S + 3,
+    check(UPSTREAM_TIMEOUT_S * 0.8 <= rep.elapsed < UPSTREAM_TIMEOUT_S + h.scaled(3),
           "504 after %.2fs with upstream_timeout %.1fs" % (rep.elapsed, UPSTREAM_TIMEOUT_S))
     rec = fu.audit_by_path(d, "/stallhead", n0)
     eq((rec["decision"], rec["rule"], rec["status"]), ("upstream-timeout", "api", 504), "audit")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + h.scaled(5)
     while ORIGIN.stats()["closed_by_peer"] == gone and time.monotonic() < deadline:
         time.sleep(0.05)
     check(ORIGIN.stats()["closed_by_peer"] > gone, "proxy kept the stalled upstream open")
@@ -217,7 +217,7 @@ def upstream_silent_mid_body_cuts_the_client(d):
     check(rep.elapsed >= UPSTREAM_TIMEOUT_S * 0.8, "cut before the timeout", rep)
     rec = fu.audit_by_path(d, path, n0)
     eq((rec["decision"], rec["status"], rec["bytes_down"]), ("allow", 200, 5000), "audit")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + h.scaled(5)
     while ORIGIN.stats()["closed_by_peer"] == gone and time.monotonic() < deadline:
         time.sleep(0.05)
     check(ORIGIN.stats()["closed_by_peer"] > gone, "proxy kept the stalled upstream open")
@@ -258,7 +258,8 @@ def client_stalling_mid_upload_is_408_not_an_upstream_fault(d):
     eq((status, hdrs.get("x-airlock-decision")), (408, "bad-request"), "answer")
     eq(hdrs.get("connection"), "close", "Connection header")
     eq(rest, b"", "bytes after the 408")
-    check(UPSTREAM_TIMEOUT_S * 0.8 <= took < UPSTREAM_TIMEOUT_S + 3, "408 after %.2fs" % took)
+    check(UPSTREAM_TIMEOUT_S * 0.8 <= took < UPSTREAM_TIMEOUT_S + h.scaled(3),
+          "408 after %.2fs" % took)
     rec = fu.audit_by_path(d, "/upload-stalled", n0)
     eq((rec["decision"], rec["status"], rec["bytes_up"]), ("bad-request", 408, 10), "audit")
     after_fault(d, fds)
@@ -299,12 +300,12 @@ def client_that_stops_reading_is_cut_after_idle_timeout(d):
         s.sendall(fu.request_bytes(ORIGIN.port, path))
         check(s.recv(4096).startswith(b"HTTP/1.1 200"), "download did not start")
         t0 = time.monotonic()
-        deadline = t0 + 15
+        deadline = t0 + h.scaled(15)
         while fu.active(d) > 0 and time.monotonic() < deadline:
             time.sleep(0.25)
         took = time.monotonic() - t0
         eq(fu.active(d), 0, "connections_active with a client that stopped reading")
-        check(4.0 <= took < 10.0, "cut after %.1fs with idle_timeout 5s" % took)
+        check(4.0 <= took < h.scaled(10.0), "cut after %.1fs with idle_timeout 5s" % took)
     finally:
         s.close()
     check(ORIGIN.wait_open(0), "the origin connection was not closed", ORIGIN.stats())

@@ -37,6 +37,8 @@ def raise_nofile(want):
 # --- 4. more connections than max_connections -----------------------------------------
 @test
 def default_connection_limit_refuses_the_excess_and_recovers():
+    if h.VALGRIND:
+        raise h.Skip("4096 connections under valgrind (which also pins RLIMIT_NOFILE)")
     raise_nofile(2 * DEFAULT_MAX_CONNECTIONS + 1024)
     with fu.FaultOrigin() as o:
         # No max_connections: the default is under test. The header timeout only has to
@@ -104,6 +106,8 @@ def cpu_seconds(pid):
 
 @test
 def out_of_descriptors_pauses_accept_instead_of_spinning():
+    if h.VALGRIND:
+        raise h.Skip("valgrind keeps descriptors of its own and its CPU time is not ours")
     # Started with a soft limit of 1024, the daemon raises its own to fit max_connections.
     # Pushed below what it holds (prlimit), accept() fails with EMFILE while clients queue.
     with fu.FaultOrigin() as o:
@@ -310,7 +314,8 @@ def sighup_storm_during_traffic_keeps_every_answer_legitimate():
             check("policy reloaded" in log and "reload failed" in log,
                   "the storm did both good and failed reloads", log[-2000:])
             results = list(clients.results)
-            check(len(results) >= 40, "too few requests during the storm", len(results),
+            check(len(results) >= (10 if h.VALGRIND else 40), "too few requests during the "
+                  "storm", len(results),
                   clients.errors[:5])
             check(len(clients.errors) <= len(results) // 20, "requests without an answer",
                   clients.errors[:10])

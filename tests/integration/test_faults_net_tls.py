@@ -56,7 +56,8 @@ def url(path):
 
 
 def get(d, path, timeout=10):
-    return h.curl(url(path), proxy=d.proxy_url(), args=["--cacert", S["ca"]], timeout=timeout)
+    return h.curl(url(path), proxy=d.proxy_url(), args=["--cacert", S["ca"]],
+                  timeout=h.scaled(timeout))
 
 
 def baseline(d):
@@ -81,7 +82,7 @@ def intercepted_upstream_reset_mid_body(d):
     fds, n0 = baseline(d), len(d.audit_records())
     t0 = time.monotonic()
     r = get(d, "/reset/100000/10000")
-    check(time.monotonic() - t0 < 5, "the cut response took too long to end")
+    check(time.monotonic() - t0 < h.scaled(5), "the cut response took too long to end")
     check(r.rc in (18, 56), "curl must report a partial transfer (%r)" % r)
     eq((r.status, len(r.body)), (200, 10000), "status and bytes before the reset")
     rec = audit(d, "/reset/100000/10000", n0)
@@ -107,7 +108,7 @@ def intercepted_upstream_silent_is_504(d):
     r = get(d, "/stallhead")
     took = time.monotonic() - t0
     eq((r.status, r.headers.get("x-airlock-decision")), (504, "upstream-timeout"), "answer")
-    check(took < 5, "504 after %.1fs with upstream_timeout 1s" % took)
+    check(took < h.scaled(5), "504 after %.1fs with upstream_timeout 1s" % took)
     rec = audit(d, "/stallhead", n0)
     eq((rec["decision"], rec["status"], rec["via"]), ("upstream-timeout", 504, "connect"),
        "audit")
@@ -122,7 +123,7 @@ def intercepted_upstream_silent_mid_body_is_cut(d):
     took = time.monotonic() - t0
     check(r.rc in (18, 56), "curl must report a partial transfer (%r)" % r)
     eq((r.status, len(r.body)), (200, 5000), "status and bytes before the stall")
-    check(0.8 <= took < 5, "cut after %.1fs with upstream_timeout 1s" % took)
+    check(0.8 <= took < h.scaled(5), "cut after %.1fs with upstream_timeout 1s" % took)
     rec = audit(d, "/stallbody/100000/5000", n0)
     eq((rec["decision"], rec["status"], rec["bytes_down"]), ("allow", 200, 5000), "audit")
     after_fault(d, fds)
@@ -162,12 +163,12 @@ def intercepted_client_that_stops_reading_is_cut_and_nothing_piles_up(d):
         taken = o.stats()["bytes_sent"] - sent0
         check(taken < 16 << 20, "the daemon took %d MiB for a client that reads nothing"
               % (taken >> 20))
-        deadline = t0 + 15
+        deadline = t0 + h.scaled(15)
         while fu.active(d) > 0 and time.monotonic() < deadline:
             time.sleep(0.25)
         took = time.monotonic() - t0
         eq(fu.active(d), 0, "connections_active with a TLS client that stopped reading")
-        check(4.0 <= took < 10.0, "cut after %.1fs with idle_timeout 5s" % took)
+        check(4.0 <= took < h.scaled(10.0), "cut after %.1fs with idle_timeout 5s" % took)
     finally:
         raw.close()
     check(o.wait_open(0), "the origin connection was not closed", o.stats())

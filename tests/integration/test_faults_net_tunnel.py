@@ -73,6 +73,7 @@ def origin_get(path):
 
 def read_to_end(s, timeout=8.0):
     """(bytes, closed, seconds) reading until EOF/RST or timeout."""
+    timeout = h.scaled(timeout)
     t0 = time.monotonic()
     data, closed = b"", False
     s.settimeout(0.2)
@@ -115,7 +116,8 @@ def cut_mid_body(d, opener, via, kind):
         data, closed, took = read_to_end(s)
     finally:
         s.close()
-    check(closed and took < 5, "tunnel did not end after the origin's %s (%.1fs)" % (kind, took))
+    check(closed and took < h.scaled(5),
+          "tunnel did not end after the origin's %s (%.1fs)" % (kind, took))
     head, _, body = data.partition(b"\r\n\r\n")
     check(head.startswith(b"HTTP/1.1 200"), "origin head through the tunnel", head[:60])
     eq(len(body), 10000, "body bytes before the %s" % kind)
