@@ -76,6 +76,21 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     case CS_HOLD_BODY:
         conn_respond(c, 408, "bad-request", "request body timeout");
         return;
+    case CS_DIALING:
+        /* The dial answers a connect that hangs by itself; this backstop (set by the
+         * dial) catches a dialed upstream whose TLS handshake never finishes. */
+        if (c->dial == NULL && c->ex_active && c->ex.req.raw != NULL) {
+            log_info("%s: %s %s:%u: upstream TLS handshake timed out", c->peer, c->ex.id,
+                c->ex.host, c->ex.port);
+            if (c->up != NULL) {
+                bufferevent_free(c->up);
+                c->up = NULL;
+            }
+            c->state = CS_HEAD;
+            conn_respond(c, 504, "upstream-timeout", "upstream did not answer in time");
+            return;
+        }
+        break;
     case CS_EXCHANGE:
         /* Send watchdog: a client that takes nothing for idle_timeout while bytes wait
          * for it (it stopped reading, or vanished without a FIN) would pin this

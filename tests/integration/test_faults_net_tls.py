@@ -26,24 +26,28 @@ S = {}
 @contextlib.contextmanager
 def fixture():
     tls = (os.path.join(PKI, "server.pem"), os.path.join(PKI, "server.key"))
-    with fu.FaultOrigin(tls=tls) as o:
+    # mute: plain TCP that never answers, so the proxy's TLS handshake to it never ends.
+    with fu.FaultOrigin(tls=tls) as o, fu.FaultOrigin() as mute:
         tok = h.make_tmpdir("airlock-tok-")
         subprocess.run([os.path.join(h.SOURCE_DIR, "scripts", "softhsm-setup"), tok, "airlock",
                         PIN, "5678"], check=True, stdout=subprocess.DEVNULL, timeout=60)
         os.environ["SOFTHSM2_CONF"] = os.path.join(tok, "softhsm2.conf")
         os.environ["AIRLOCK_PIN"] = PIN
         # methods: a per-request condition, so CONNECT streams are intercepted.
-        cfg = h.base_config([h.rule("api", ports=[o.port], methods=["GET", "POST"])],
+        cfg = h.base_config([h.rule("api", ports=[o.port], methods=["GET", "POST"]),
+                             h.rule("mute", ports=[mute.port], methods=["GET"])],
                             tls={"upstream_ca": os.path.join(PKI, "ca.pem")},
                             vault={"backend": "pkcs11", "pkcs11": {
                                 "module": "/usr/lib/softhsm/libsofthsm2.so",
                                 "token": "pkcs11:token=airlock", "pin": "env:AIRLOCK_PIN"}},
-                            limits={"upstream_timeout": "1s", "idle_timeout": "5s"})
+                            limits={"upstream_timeout": "1s", "idle_timeout": "5s",
+                                    "connect_timeout": "1s"})
         d = h.Daemon(cfg, start=False)
         rc, out = h.run_airlock(["-c", d.config_path, "init"])
         eq(rc, 0, "airlock init: " + out)
         S["ca"] = os.path.join(d.tmpdir, "state", "ca.pem")
         S["origin"] = o
+        S["mute"] = mute
         d.start()
         with d:
             eq(get(d, "/warm-up").status, 200, "intercepted request before the faults")
@@ -51,12 +55,12 @@ def fixture():
             eq(d.stop(), 0, "airlockd exit status")
 
 
-def url(path):
-    return "https://%s:%d%s" % (HOST, S["origin"].port, path)
+def url(path, origin=None):
+    return "https://%s:%d%s" % (HOST, (origin or S["origin"]).port, path)
 
 
-def get(d, path, timeout=10):
-    return h.curl(url(path), proxy=d.proxy_url(), args=["--cacert", S["ca"]],
+def get(d, path, timeout=10, origin=None):
+    return h.curl(url(path, origin), proxy=d.proxy_url(), args=["--cacert", S["ca"]],
                   timeout=h.scaled(timeout))
 
 
@@ -112,6 +116,23 @@ def intercepted_upstream_silent_is_504(d):
     rec = audit(d, "/stallhead", n0)
     eq((rec["decision"], rec["status"], rec["via"]), ("upstream-timeout", 504, "connect"),
        "audit")
+    after_fault(d, fds)
+
+
+@test
+def upstream_tls_handshake_that_never_ends_is_504(d):
+    # The dial succeeds, the upstream never answers the ClientHello: the connect
+    # deadline's backstop (connect_timeout + 1s) answers 504 instead of dropping the client.
+    fds, n0 = baseline(d), len(d.audit_records())
+    t0 = time.monotonic()
+    r = get(d, "/hello", origin=S["mute"])
+    took = time.monotonic() - t0
+    eq((r.status, r.headers.get("x-airlock-decision"), r.headers.get("x-airlock-rule")),
+       (504, "upstream-timeout", "mute"), "answer (%r)" % r)
+    check(1.5 <= took < h.scaled(6), "504 after %.1fs with connect_timeout 1s" % took)
+    rec = audit(d, "/hello", n0)
+    eq((rec["decision"], rec["rule"], rec["status"]), ("upstream-timeout", "mute", 504), "audit")
+    check(S["mute"].wait_open(0), "the stalled upstream was not closed", S["mute"].stats())
     after_fault(d, fds)
 
 
