@@ -287,6 +287,28 @@ def client_gone_mid_download_frees_both_sides(d):
 
 
 @test
+def client_gone_mid_upload_frees_both_sides(d):
+    fds, n0 = baseline(d), len(d.audit_records())
+    opened = ORIGIN.stats()["accepts"]
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
+    s.sendall(fu.request_bytes(ORIGIN.port, "/upload-gone", method="POST",
+                               extra=["Content-Length: %d" % (10 << 20)]))
+    s.sendall(b"x" * (1 << 20))
+    deadline = time.monotonic() + h.scaled(5)
+    while ORIGIN.stats()["accepts"] == opened and time.monotonic() < deadline:
+        time.sleep(0.05)
+    s.close()
+    fu.wait_settled(d, 0, fds)
+    check(ORIGIN.wait_open(0), "the origin connection was not closed", ORIGIN.stats())
+    eq([p for p, _ in ORIGIN.stats()["paths"] if p == "/upload-gone"], [],
+       "a cut upload was completed at the origin")
+    rec = fu.audit_by_path(d, "/upload-gone", n0)
+    eq((rec["decision"], rec["status"]), ("allow", 499), "audit (client gone)")
+    check(0 < rec["bytes_up"] <= 1 << 20, "audit bytes_up", rec["bytes_up"])
+    after_fault(d, fds)
+
+
+@test
 def client_that_stops_reading_is_cut_after_idle_timeout(d):
     # A client that vanished without a FIN (or simply stopped reading) must not pin the
     # connection and its upstream forever: no byte taken for idle_timeout (5s) cuts it.
