@@ -29,6 +29,9 @@ class FaultOrigin:
     /stallbody/N/K  Content-Length N, K bytes, then silence
     /interim/N    N interim 100 responses, then a 3-byte 200
     /early        413 before reading the request body, then close
+    /armdrop      a normal answer, but the next request on the connection is read and
+                  the connection closed without an answer (a kept-alive upstream that
+                  goes away just as it is reused)
     /extra        a 3-byte response followed at once by a second, unrequested response
     /bytes/N      N bytes with Content-Length, sent in 64 KiB pieces
     anything else 200 "ok <path> <body length>\\n", keep-alive
@@ -156,11 +159,14 @@ class FaultOrigin:
                 c.settimeout(10)
                 c = self.tls_ctx.wrap_socket(c, server_side=True)
             c.settimeout(0.1)
+            armed = False
             for _ in range(1000):  # bounded keep-alive
                 req = self._read_request(c, buf)
-                if req is None:
-                    return
+                if req is None or armed:
+                    return  # armed: close on the next request, unanswered
                 path, body_len, buf = req
+                if path.startswith("/armdrop"):
+                    armed = True
                 if not self._answer(c, path, body_len):
                     return
         except OSError:

@@ -187,6 +187,37 @@ def endless_interim_responses_are_buffered_within_bounds(d):
     after_fault(d, fds)
 
 
+@test
+def stale_kept_alive_upstream_retries_a_get_once_but_never_a_post(d):
+    # SPEC 10: an upstream that closes as a bodiless request is sent on it is redialed
+    # once; a request with a body is never replayed (502, the origin saw it once).
+    fds, n0 = baseline(d), len(d.audit_records())
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=5) as s:
+        for method, body, want in (("GET", None, 200), ("POST", b"once", 502)):
+            seen = len(ORIGIN.stats()["paths"])
+            s.sendall(fu.request_bytes(ORIGIN.port, "/armdrop"))
+            eq(h.read_http_response(s, 5)[0], 200, "arming request")
+            accepts = ORIGIN.stats()["accepts"]
+            path = "/stale-" + method.lower()
+            s.sendall(fu.request_bytes(ORIGIN.port, path, method=method, body=body))
+            status, hdrs, rbody, _ = h.read_http_response(s, h.scaled(8))
+            eq(status, want, "%s on a stale upstream (%r)" % (method, hdrs))
+            paths = [p for p, _ in ORIGIN.stats()["paths"][seen:]]
+            if method == "GET":
+                eq(rbody, b"ok %s 0\n" % path.encode(), "answer after the redial")
+                eq(paths, ["/armdrop", path, path], "origin: dropped once, then served")
+                eq(ORIGIN.stats()["accepts"] - accepts, 1, "one redial")
+            else:
+                eq(hdrs.get("x-airlock-decision"), "upstream-connect", "decision")
+                eq(paths, ["/armdrop", path], "origin: the POST exactly once, not replayed")
+                eq(ORIGIN.stats()["accepts"] - accepts, 0, "no redial for a POST")
+                break  # the 502 closed the client connection
+    rec = fu.audit_by_path(d, "/stale-post", n0)
+    eq((rec["decision"], rec["status"]), ("upstream-connect", 502), "audit of the POST")
+    eq(fu.audit_by_path(d, "/stale-get", n0)["status"], 200, "audit of the GET")
+    after_fault(d, fds)
+
+
 # --- 2. the upstream stalls -----------------------------------------------------------
 @test
 def upstream_silent_before_head_is_504(d):
