@@ -219,7 +219,9 @@ def unplugged_for_good_ends_at_the_deadline():
     deadline and ends as approval-timeout; nothing reaches the origin."""
     with h.Origin() as o:
         link = link_path()
-        with h.Daemon(config(o, [device_rule(o)], device_link=link, timeout="3s")) as d:
+        secs = int(h.scaled(3))  # outlives the checks below, also under valgrind
+        with h.Daemon(config(o, [device_rule(o)], device_link=link,
+                             timeout="%ds" % secs)) as d:
             sim = Sim(link)
             sim.wait_line(r"^hello SIM1$")
             bg = BgCurl(d, url(o, "/gone"), data=b"g=1")
