@@ -24,6 +24,9 @@
 
 /* Queued plaintext up to this size is written as one TLS record (RFC 8446 5.1 maximum). */
 #define COALESCE_MAX 16384
+/* Socket reads and writes under the TLS filters: as for tunnels, a few large ones per
+ * event instead of libevent's 16 KiB each; every read sends window updates (ACKs). */
+#define TLS_IO_CHUNK (256 * 1024)
 
 struct proxy_tls {
     struct tls_minter *minter;
@@ -149,6 +152,8 @@ intercept_client(struct conn *c)
         conn_free(c);
         return;
     }
+    bufferevent_set_max_single_read(c->client, TLS_IO_CHUNK);
+    bufferevent_set_max_single_write(c->client, TLS_IO_CHUNK);
     bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
     c->client = f;
     c->tls = 1;
@@ -205,6 +210,8 @@ intercept_upstream(struct conn *c, struct bufferevent *up)
         conn_respond(c, 502, "upstream-tls", "cannot start TLS to the upstream");
         return;
     }
+    bufferevent_set_max_single_read(up, TLS_IO_CHUNK);
+    bufferevent_set_max_single_write(up, TLS_IO_CHUNK);
     bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
     c->up = f; /* owned by the connection from here, so conn_free() releases it */
     bufferevent_setcb(f, NULL, NULL, upstream_handshake_cb, c);
