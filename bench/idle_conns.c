@@ -109,8 +109,8 @@ main(int argc, char **argv)
     memcpy(host, url + 7, (size_t)(p - url - 7));
     host[p - url - 7] = '\0';
     nreq = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n%s%s%s\r\n", url, host,
-        argc == 6 ? "Proxy-Authorization: " : "", argc == 6 ? argv[5] : "",
-        argc == 6 ? "\r\n" : "");
+                    argc == 6 ? "Proxy-Authorization: " : "", argc == 6 ? argv[5] : "",
+                    argc == 6 ? "\r\n" : "");
     if (nreq < 0 || nreq >= (int)sizeof(req))
         return 2;
     signal(SIGPIPE, SIG_IGN);

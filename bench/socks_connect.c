@@ -157,7 +157,8 @@ main(int argc, char **argv)
     int nthreads, i;
 
     if (argc != 5 && argc != 7) {
-        fprintf(stderr, "usage: socks_connect PROXY_PORT TARGET_PORT THREADS SECONDS [USER PASS]\n");
+        fprintf(stderr,
+                "usage: socks_connect PROXY_PORT TARGET_PORT THREADS SECONDS [USER PASS]\n");
         return 2;
     }
     proxy_port = atoi(argv[1]);
@@ -197,6 +198,6 @@ main(int argc, char **argv)
     }
     qsort(all, nall, sizeof(unsigned), cmp_unsigned);
     printf("%.1f %lu %u %u\n", (double)ok / secs, errors, nall ? all[nall / 2] : 0,
-        nall ? all[(nall * 99) / 100] : 0);
+           nall ? all[(nall * 99) / 100] : 0);
     return 0;
 }
