@@ -47,6 +47,7 @@ hsm_free_config(struct hsm_config *c)
     free((char *)c->pkcs11_pin);
     free((char *)c->pkcs11_key_label);
     free((char *)c->tpm2_tcti);
+    free((char *)c->tpm2_primary_name_file);
     memset(c, 0, sizeof(*c));
 }
 
@@ -62,6 +63,7 @@ hsm_copy_config(struct hsm_config *dst, const struct hsm_config *src)
     dst->pkcs11_pin = hsm_dup(src->pkcs11_pin, &ok);
     dst->pkcs11_key_label = hsm_dup(src->pkcs11_key_label, &ok);
     dst->tpm2_tcti = hsm_dup(src->tpm2_tcti, &ok);
+    dst->tpm2_primary_name_file = hsm_dup(src->tpm2_primary_name_file, &ok);
     if (!ok)
         hsm_free_config(dst);
     return ok ? 0 : -1;

@@ -29,13 +29,23 @@ struct hsm_config {
     /* tpm2 */
     const char *tpm2_tcti;        /* "device:/dev/tpmrm0", "swtpm:host=127.0.0.1,port=2321" */
     uint32_t tpm2_primary_handle; /* persistent handle of the storage primary */
+    /*
+     * Where hsm_init records the storage primary's TPM name, which every connection then
+     * checks before the primary's key salts a session (required; vault_open points it
+     * into the vault directory). No record: everything but hsm_init fails (ERR_TOKEN).
+     */
+    const char *tpm2_primary_name_file;
 };
 
 struct hsm;
 
 /* Connects to the token (loads module, logs in / opens TCTI). NULL with err on failure. */
 struct hsm *hsm_open(const struct hsm_config *cfg, struct err *err);
-/* Creates the wrapping key / storage primary if absent. Idempotent. */
+/*
+ * Creates the wrapping key / storage primary if absent. Idempotent. TPM 2.0: also records
+ * the primary's name in tpm2_primary_name_file if nothing is recorded yet, and fails if a
+ * recorded name differs from the primary's.
+ */
 int hsm_init(struct hsm *h, struct err *err);
 /*
  * Seals secret (len bytes) bound to aad (which callers build from magic, version, backend

@@ -218,11 +218,14 @@ tpm2_open(struct hsm *h, struct err *err)
                        "tpm2: primary handle 0x%08x is not an owner persistent handle", handle);
     /* tpm2-tss logs to stderr by default; errors reach the user through struct err. */
     setenv("TSS2_LOG", "all+NONE", 0);
+    if (!h->cfg.tpm2_primary_name_file || !*h->cfg.tpm2_primary_name_file)
+        return err_set(err, ERR_USAGE, "tpm2: no file to record the storage primary's name in");
     if (!(t = calloc(1, sizeof(*t))))
         return err_set(err, ERR_INTERNAL, "tpm2: out of memory");
     t->handle = handle;
     t->primary = ESYS_TR_NONE;
     t->unseal_session = ESYS_TR_NONE;
+    t->name_file = h->cfg.tpm2_primary_name_file;
     t->tcti_conf = h->cfg.tpm2_tcti && *h->cfg.tpm2_tcti ? h->cfg.tpm2_tcti : TPM2_DEFAULT_TCTI;
     if (tpm2_connect(t, err) < 0) {
         free(t);

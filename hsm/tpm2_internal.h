@@ -43,6 +43,7 @@ struct tpm2 {
     int broken;             /* the last call failed in transport: reconnect before the next */
     uint32_t handle;        /* persistent handle of the storage primary */
     const char *tcti_conf;
+    const char *name_file; /* the primary's name recorded at init (hsm_config) */
 };
 
 typedef int (*tpm2_op_fn)(struct tpm2 *t, void *arg, struct err *err);

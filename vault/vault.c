@@ -80,6 +80,25 @@ vault_path(const struct vault *v, const char *name, char *out, size_t outlen, st
     return 0;
 }
 
+/* The token, with the TPM storage primary's name recorded next to the blobs sealed under it
+ * unless the caller named another file. */
+static struct hsm *
+vault_open_token(const struct hsm_config *cfg, const char *dir, struct err *err)
+{
+    struct hsm_config c = *cfg;
+    char name_file[4096];
+
+    if (c.tpm2_primary_name_file == NULL) {
+        if ((size_t)snprintf(name_file, sizeof(name_file), "%s/%s", dir, VAULT_TPM2_PRIMARY_FILE) >=
+            sizeof(name_file)) {
+            err_set(err, ERR_USAGE, "vault: directory path too long");
+            return NULL;
+        }
+        c.tpm2_primary_name_file = name_file;
+    }
+    return hsm_open(&c, err);
+}
+
 struct vault *
 vault_open(const struct hsm_config *cfg, const char *dir, struct err *err)
 {
@@ -98,7 +117,7 @@ vault_open(const struct hsm_config *cfg, const char *dir, struct err *err)
     }
     /* No token configuration: a headers-only vault for listing and removing, so `airlock
      * list` works with the token unplugged and asks for no PIN. */
-    if (cfg != NULL && (v->hsm = hsm_open(cfg, err)) == NULL) {
+    if (cfg != NULL && (v->hsm = vault_open_token(cfg, dir, err)) == NULL) {
         vault_close(v);
         return NULL;
     }

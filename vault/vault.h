@@ -17,6 +17,9 @@
 #define VAULT_SECRET_MAX 8192 /* bytes of secret accepted by vault_enroll */
 #define VAULT_DATA_MAX 65536  /* bytes of backend data in one blob file */
 #define VAULT_BLOB_VERSION 1
+/* DIR/tpm2-primary.name: the TPM storage primary's name, recorded by vault_init (see
+ * hsm_config.tpm2_primary_name_file) and checked on every connection. */
+#define VAULT_TPM2_PRIMARY_FILE "tpm2-primary.name"
 
 struct vault;
 
@@ -31,7 +34,7 @@ struct vault_entry {
  * cfg NULL no token is opened: list and remove work, the rest fail with ERR_USAGE.
  */
 struct vault *vault_open(const struct hsm_config *cfg, const char *dir, struct err *err);
-/* Prepares the token (wrapping key / storage primary). Idempotent. */
+/* Prepares the token (wrapping key / storage primary, whose name it records). Idempotent. */
 int vault_init(struct vault *v, struct err *err);
 /*
  * Seals secret under name and writes DIR/NAME.sealed atomically with mode 0600.

@@ -1,7 +1,8 @@
 /*
  * Unit tests for the TPM 2.0 token backend against a real swtpm on loopback, started by
  * scripts/swtpm-start in a temporary state directory: init, seal/unseal, name binding,
- * tampering, and losing and regaining the TPM (swtpm stopped, then restarted).
+ * tampering, losing and regaining the TPM (swtpm stopped, then restarted), and the storage
+ * primary checked against the name recorded at init.
  */
 #include <errno.h>
 #include <ftw.h>
@@ -25,6 +26,7 @@ struct env {
     char state[160];
     char port_file[160];
     char tcti[128];
+    char name_file[160]; /* the storage primary's name, recorded by hsm_init */
     const char *src;
 };
 
@@ -99,6 +101,7 @@ group_setup(void **state)
         return -1;
     snprintf(g.state, sizeof(g.state), "%s/state", g.dir);
     snprintf(g.port_file, sizeof(g.port_file), "%s/port", g.dir);
+    snprintf(g.name_file, sizeof(g.name_file), "%s/primary.name", g.dir);
     if (swtpm_start() < 0 || strncmp(g.tcti, "swtpm:host=127.0.0.1,port=", 26) != 0) {
         fprintf(stderr, "swtpm-start failed (tcti \"%s\")\n", g.tcti);
         return -1;
@@ -119,7 +122,8 @@ group_teardown(void **state)
 static struct hsm *
 open_tpm(void)
 {
-    struct hsm_config cfg = {.backend = HSM_BACKEND_TPM2, .tpm2_tcti = g.tcti};
+    struct hsm_config cfg = {
+        .backend = HSM_BACKEND_TPM2, .tpm2_tcti = g.tcti, .tpm2_primary_name_file = g.name_file};
     struct err err = {0};
     struct hsm *h = hsm_open(&cfg, &err);
 
@@ -200,6 +204,14 @@ test_init_idempotent(void **state)
              g.tcti);
     assert_int_equal(run_script(cmd, line, sizeof(line)), 0);
     assert_string_equal(line, "1");
+
+    /* init recorded the primary's TPM name, as tpm2_readpublic computes it, mode 0600. */
+    snprintf(cmd, sizeof(cmd),
+             "TPM2TOOLS_TCTI='%s' timeout 20 tpm2_readpublic -c 0x81000a1c | "
+             "sed -n 's/^name: //p' | cmp -s - '%s' && stat -c %%a '%s'",
+             g.tcti, g.name_file, g.name_file);
+    assert_int_equal(run_script(cmd, line, sizeof(line)), 0);
+    assert_string_equal(line, "600");
 }
 
 static void
@@ -374,7 +386,8 @@ test_swtpm_stop_and_restart(void **state)
 {
     struct hsm *h = open_tpm(), *h2;
     const unsigned char secret[] = "glpat-restart-survivor";
-    struct hsm_config cfg = {.backend = HSM_BACKEND_TPM2, .tpm2_tcti = g.tcti};
+    struct hsm_config cfg = {
+        .backend = HSM_BACKEND_TPM2, .tpm2_tcti = g.tcti, .tpm2_primary_name_file = g.name_file};
     unsigned char *blob = NULL, *blob2 = NULL;
     size_t blob_len = 0, blob2_len = 0;
     struct secbuf *out = NULL;
@@ -466,7 +479,8 @@ static void
 test_session_salted_encrypted(void **state)
 {
     char pcap[256], tcti[256];
-    struct hsm_config cfg = {.backend = HSM_BACKEND_TPM2, .tpm2_tcti = tcti};
+    struct hsm_config cfg = {
+        .backend = HSM_BACKEND_TPM2, .tpm2_tcti = tcti, .tpm2_primary_name_file = g.name_file};
     const unsigned char secret[] = "wire-check";
     unsigned char *blob = NULL, *cap;
     size_t blob_len = 0, cap_len = 0, salt;
@@ -515,12 +529,125 @@ test_session_salted_encrypted(void **state)
     free(cap);
 }
 
+/* Runs tpm2-tools commands against the swtpm (no hsm handle may be open: one connection).
+ * Without a resource manager the tools leave transient objects loaded: flush them after. */
+static void
+tpm2_tools(const char *cmds)
+{
+    char cmd[1536];
+
+    snprintf(cmd, sizeof(cmd), "export TPM2TOOLS_TCTI='%s'; cd '%s' && %s", g.tcti, g.dir, cmds);
+    if (run_script(cmd, NULL, 0) < 0)
+        fail_msg("tpm2-tools failed: %s", cmds);
+}
+
+/* Every call that reaches the primary fails with code and a message containing want. */
+static void
+assert_primary_refused(const unsigned char *blob, size_t blob_len, enum err_code code,
+                       const char *want)
+{
+    struct hsm *h = open_tpm();
+    unsigned char *blob2 = NULL;
+    size_t blob2_len = 0;
+    struct secbuf *out = NULL;
+    struct err err = {0};
+
+    assert_int_equal(hsm_unseal(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, blob_len, &out, &err), -1);
+    assert_null(out);
+    if (err.code != code || !strstr(err.msg, want))
+        fail_msg("unseal: want %d \"%s\", got %d: %s", code, want, err.code, err.msg);
+    err_clear(&err);
+    assert_int_equal(hsm_seal(h, AAD_GITHUB, sizeof(AAD_GITHUB), (const unsigned char *)"x", 1,
+                              &blob2, &blob2_len, &err),
+                     -1);
+    assert_null(blob2);
+    if (err.code != code || !strstr(err.msg, want))
+        fail_msg("seal: want %d \"%s\", got %d: %s", code, want, err.code, err.msg);
+    hsm_close(h);
+}
+
+/*
+ * The storage primary is authenticated against the name recorded at init before its key
+ * salts a session: another key at the handle (what an attacker answering ReadPublic on the
+ * bus would offer) is refused, as is a missing or malformed record; init records a missing
+ * one, never overwrites one, and a primary re-created from the same template matches.
+ */
+static void
+test_primary_checked_against_record(void **state)
+{
+    const unsigned char secret[] = "pinned-primary";
+    unsigned char *blob = NULL;
+    size_t blob_len = 0, rec_len = 0, len = 0;
+    char *rec, *now, moved[200];
+    struct err err = {0};
+    struct hsm *h = open_tpm();
+
+    seal_ok(h, AAD_GITHUB, sizeof(AAD_GITHUB), secret, sizeof(secret), &blob, &blob_len);
+    hsm_close(h);
+    rec = util_read_file(g.name_file, 256, &rec_len);
+    assert_non_null(rec);
+
+    /* No record (a vault from before records existed): refused until init records it. */
+    snprintf(moved, sizeof(moved), "%s.away", g.name_file);
+    assert_int_equal(rename(g.name_file, moved), 0);
+    assert_primary_refused(blob, blob_len, ERR_TOKEN, "no storage primary recorded in");
+    h = open_tpm();
+    assert_int_equal(hsm_init(h, &err), 0);
+    assert_unseals_to(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, blob_len, secret, sizeof(secret));
+    hsm_close(h);
+    now = util_read_file(g.name_file, 256, &len);
+    assert_non_null(now);
+    assert_string_equal(now, rec);
+    free(now);
+
+    /* A malformed record is refused, not rewritten by init. */
+    assert_int_equal(util_write_file_atomic(g.name_file, "000bzz\n", 7, 0600), 0);
+    assert_primary_refused(blob, blob_len, ERR_TOKEN, "is malformed");
+    h = open_tpm();
+    assert_int_equal(hsm_init(h, &err), -1);
+    assert_non_null(strstr(err.msg, "is malformed"));
+    hsm_close(h);
+    assert_int_equal(util_write_file_atomic(g.name_file, rec, rec_len, 0600), 0);
+
+    /* Another storage key at the handle (ECC P-256 too, but without noDA: another key
+     * and another name). Unseal, seal and init all refuse it; the record stays. */
+    tpm2_tools("timeout 20 tpm2_evictcontrol -Q -C o -c 0x81000a1c && "
+               "timeout 20 tpm2_createprimary -Q -C o -G ecc256:aes128cfb -c other.ctx -a "
+               "'restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth' && "
+               "timeout 20 tpm2_evictcontrol -Q -C o -c other.ctx 0x81000a1c && "
+               "timeout 20 tpm2_flushcontext -t");
+    assert_primary_refused(blob, blob_len, ERR_TOKEN,
+                           "tpm2: storage primary at 0x81000a1c does not match the one recorded "
+                           "at init in");
+    h = open_tpm();
+    assert_int_equal(hsm_init(h, &err), -1);
+    assert_int_equal(err.code, ERR_TOKEN);
+    assert_non_null(strstr(err.msg, "does not match the one recorded at init"));
+    hsm_close(h);
+    now = util_read_file(g.name_file, 256, &len);
+    assert_non_null(now);
+    assert_string_equal(now, rec);
+    free(now);
+
+    /* The impostor gone, init re-creates the SRK from the same template and owner seed:
+     * the same key and name, so the record matches and the old blob unseals. */
+    tpm2_tools("timeout 20 tpm2_evictcontrol -Q -C o -c 0x81000a1c");
+    h = open_tpm();
+    assert_int_equal(hsm_init(h, &err), 0);
+    assert_unseals_to(h, AAD_GITHUB, sizeof(AAD_GITHUB), blob, blob_len, secret, sizeof(secret));
+    hsm_close(h);
+    free(rec);
+    free(blob);
+}
+
 /* A signing key persisted at the configured handle is not silently used as the SRK. */
 static void
 test_init_refuses_non_storage_key(void **state)
 {
-    struct hsm_config cfg = {
-        .backend = HSM_BACKEND_TPM2, .tpm2_tcti = g.tcti, .tpm2_primary_handle = 0x81000a1du};
+    struct hsm_config cfg = {.backend = HSM_BACKEND_TPM2,
+                             .tpm2_tcti = g.tcti,
+                             .tpm2_primary_name_file = g.name_file,
+                             .tpm2_primary_handle = 0x81000a1du};
     struct err err = {0};
     char cmd[1024];
     struct hsm *h;
@@ -543,13 +670,20 @@ test_init_refuses_non_storage_key(void **state)
 static void
 test_bad_config(void **state)
 {
-    struct hsm_config cfg = {
-        .backend = HSM_BACKEND_TPM2, .tpm2_tcti = g.tcti, .tpm2_primary_handle = 0x80000001u};
+    struct hsm_config cfg = {.backend = HSM_BACKEND_TPM2,
+                             .tpm2_tcti = g.tcti,
+                             .tpm2_primary_name_file = g.name_file,
+                             .tpm2_primary_handle = 0x80000001u};
     struct err err = {0};
 
     assert_null(hsm_open(&cfg, &err));
     assert_int_equal(err.code, ERR_USAGE);
     cfg.tpm2_primary_handle = 0;
+    cfg.tpm2_primary_name_file = NULL;
+    assert_null(hsm_open(&cfg, &err));
+    assert_int_equal(err.code, ERR_USAGE);
+    assert_non_null(strstr(err.msg, "no file to record the storage primary's name in"));
+    cfg.tpm2_primary_name_file = g.name_file;
     cfg.tpm2_tcti = "nosuchtcti:foo";
     assert_null(hsm_open(&cfg, &err));
     assert_int_equal(err.code, ERR_TOKEN);
@@ -567,6 +701,7 @@ main(void)
         cmocka_unit_test(test_altered_blob),
         cmocka_unit_test(test_session_salted_encrypted),
         cmocka_unit_test(test_swtpm_stop_and_restart),
+        cmocka_unit_test(test_primary_checked_against_record),
         cmocka_unit_test(test_init_refuses_non_storage_key),
         cmocka_unit_test(test_bad_config),
     };
