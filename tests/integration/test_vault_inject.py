@@ -52,6 +52,12 @@ class HashOrigin:
         self.srv.shutdown()
         self.srv.server_close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def expected(secret=SECRET):
     return "1 " + hashlib.sha256(b"Bearer " + secret).hexdigest()
@@ -73,7 +79,11 @@ class Backend:
                 "pin": "env:AIRLOCK_PIN"}}
         else:
             self.portfile = os.path.join(self.dir, "port")
-            self.tcti = self.start_tpm()
+            try:
+                self.tcti = self.start_tpm()
+            except BaseException:
+                self.stop_tpm()  # swtpm-start may have started it before failing
+                raise
             self.vault = {"backend": "tpm2", "tpm2": {"tcti": self.tcti}}
 
     def start_tpm(self):
@@ -87,6 +97,14 @@ class Backend:
     def close(self):
         if self.kind == "tpm2":
             self.stop_tpm()
+
+    # "with Backend(k) as b, HashOrigin() as o:" stops the swtpm even when what follows
+    # it in the with statement fails to start.
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def config(origin, backend, **rule_kw):
@@ -134,8 +152,7 @@ def scan_memory(pid, needle):
 
 
 def enroll_and_list(kind):
-    b, o = Backend(kind), HashOrigin()
-    try:
+    with Backend(kind) as b, HashOrigin() as o:
         with h.Daemon(config(o, b)) as d:
             eq(cli(d, "init")[0], 0, "init")
             eq(cli(d, "init")[0], 0, "init again (idempotent)")
@@ -150,14 +167,10 @@ def enroll_and_list(kind):
             eq(cli(d, "enroll", "gh", "--replace", secret=b"other\n")[0], 0, "enroll --replace")
             eq(cli(d, "remove", "gh")[0], 0, "remove")
             check("gh " not in cli(d, "list")[1], "removed credential is gone")
-    finally:
-        o.close()
-        b.close()
 
 
 def injected_once_and_nowhere_else(kind):
-    b, o = Backend(kind), HashOrigin()
-    try:
+    with Backend(kind) as b, HashOrigin() as o:
         with h.Daemon(config(o, b)) as d:
             eq(cli(d, "init")[0], 0, "init")
             eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
@@ -184,9 +197,6 @@ def injected_once_and_nowhere_else(kind):
             d.start()
             r = get(d, o)
             eq(r.body.decode(), expected(), "injection after a daemon restart")
-    finally:
-        o.close()
-        b.close()
 
 
 @test
@@ -211,8 +221,7 @@ def tpm2_injects_exactly_once_and_leaves_no_copy():
 
 @test
 def cleartext_injection_needs_allow_cleartext():
-    b, o = Backend("pkcs11"), HashOrigin()
-    try:
+    with Backend("pkcs11") as b, HashOrigin() as o:
         with h.Daemon(config(o, b, allow_cleartext=False)) as d:
             eq(cli(d, "init")[0], 0, "init")
             eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
@@ -220,14 +229,10 @@ def cleartext_injection_needs_allow_cleartext():
             eq(r.status, 403, "cleartext injection refused")
             eq(r.headers.get("x-airlock-decision"), "deny", "decision")
             eq(o.seen, [], "origin saw nothing")
-    finally:
-        o.close()
-        b.close()
 
 
 def broken_token(kind, breaker, repair):
-    b, o = Backend(kind), HashOrigin()
-    try:
+    with Backend(kind) as b, HashOrigin() as o:
         with h.Daemon(config(o, b)) as d:
             eq(cli(d, "init")[0], 0, "init")
             eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
@@ -247,17 +252,13 @@ def broken_token(kind, breaker, repair):
                     h.time.sleep(0.25)
                 eq(r.body.decode(), expected(), "injected again after the token came back")
             check(d.alive(), "daemon still running")
-    finally:
-        o.close()
-        b.close()
 
 
 @test
 def pkcs11_hold_keeps_the_secret_for_its_duration():
     """hold: 60s unseals once and formats later requests from the held copy, so they are
     injected even with the token gone; a hold: 0s credential on the same token is not."""
-    b, o = Backend("pkcs11"), HashOrigin()
-    try:
+    with Backend("pkcs11") as b, HashOrigin() as o:
         cfg = config(o, b, credential="held")
         cfg["rules"].insert(0, h.rule("now", ports=[o.port], action="inject", credential="gh",
                                       path="/now", allow_cleartext=True))
@@ -274,9 +275,6 @@ def pkcs11_hold_keeps_the_secret_for_its_duration():
             r = h.curl("http://api.example.test:%d/now" % o.port, proxy=d.proxy_url())
             eq(r.status, 503, "hold: 0s credential with the token gone")
             eq(len(o.seen), 4, "origin saw only the held injections")
-    finally:
-        o.close()
-        b.close()
 
 
 def flip_blob(b, d):
@@ -311,10 +309,57 @@ def tpm2_swtpm_stopped_then_restarted():
     broken_token("tpm2", lambda b, d: b.stop_tpm(), lambda b, d: b.start_tpm())
 
 
+def put_primary(b, impostor):
+    """Evicts the storage primary at 0x81000a1c and, with impostor, persists another
+    storage key there (ECC P-256 without noDA: another key, another name). No client may
+    be connected: swtpm serves one connection at a time."""
+    env = dict(os.environ, TPM2TOOLS_TCTI=b.tcti)
+    cmds = [["tpm2_evictcontrol", "-Q", "-C", "o", "-c", "0x81000a1c"]]
+    if impostor:
+        cmds += [["tpm2_createprimary", "-Q", "-C", "o", "-G", "ecc256:aes128cfb", "-c",
+                  "other.ctx", "-a",
+                  "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth"],
+                 ["tpm2_evictcontrol", "-Q", "-C", "o", "-c", "other.ctx", "0x81000a1c"],
+                 ["tpm2_flushcontext", "-t"]]
+    for c in cmds:
+        subprocess.run(c, env=env, cwd=b.dir, check=True, timeout=h.scaled(30),
+                       stdout=subprocess.DEVNULL)
+
+
+@test
+def tpm2_substituted_primary_is_refused():
+    """The storage primary's name is recorded at init and checked on every connection
+    before its key salts a session: another key at the handle (what an attacker on the bus
+    would answer ReadPublic with) gets 503 vault-unavailable in the daemon and exit 1 from
+    the CLI; the SRK re-created from the same template matches the record again."""
+    with Backend("tpm2") as b, HashOrigin() as o:
+        with h.Daemon(config(o, b), start=False) as d:
+            eq(cli(d, "init")[0], 0, "init")
+            eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
+            rec = os.path.join(d.tmpdir, "vault", "tpm2-primary.name")
+            eq(os.stat(rec).st_mode & 0o777, 0o600, "mode of the primary's record")
+            put_primary(b, impostor=True)
+            d.start()
+            r = get(d, o)
+            eq(r.status, 503, "request with another primary at the handle")
+            eq(r.headers.get("x-airlock-decision"), "vault-unavailable", "decision")
+            eq(o.seen, [], "origin saw nothing")
+            check(d.alive(), "daemon still running")
+            d.stop()
+            mismatch = "storage primary at 0x81000a1c does not match the one recorded at init"
+            for args in (["enroll", "x"], ["init"]):
+                rc, out = cli(d, *args, secret=b"y\n")
+                eq(rc, 1, " ".join(args) + " with another primary: " + out)
+                check(mismatch in out, "the CLI names the mismatch", out)
+            put_primary(b, impostor=False)
+            eq(cli(d, "init")[0], 0, "init re-creates the same primary")
+            d.start()
+            eq(get(d, o).body.decode(), expected(), "injected with the primary back")
+
+
 @test
 def blob_copied_to_another_name_fails():
-    b, o = Backend("pkcs11"), HashOrigin()
-    try:
+    with Backend("pkcs11") as b, HashOrigin() as o:
         cfg = config(o, b, credential="other")
         cfg["credentials"]["other"] = {"header": "Authorization", "format": "Bearer {secret}"}
         with h.Daemon(cfg) as d:
@@ -325,31 +370,26 @@ def blob_copied_to_another_name_fails():
             r = get(d, o)
             eq(r.status, 503, "renamed blob refused")
             eq(o.seen, [], "origin saw nothing")
-    finally:
-        o.close()
-        b.close()
 
 
 @test
 def pkcs11_wrong_pin():
-    b, o = Backend("pkcs11"), HashOrigin()
-    try:
-        with h.Daemon(config(o, b), start=False) as d:
-            eq(cli(d, "init")[0], 0, "init")
-            eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
-            os.environ["AIRLOCK_PIN"] = "0000"
-            rc, out = cli(d, "list")
-            d.start()
-            r = get(d, o)
-            eq(r.status, 503, "wrong PIN in the daemon")
-            eq(r.headers.get("x-airlock-decision"), "vault-unavailable", "decision")
-            rc, out = cli(d, "enroll", "x", secret=b"y\n")
-            eq(rc, 1, "enroll with a wrong PIN")
-            check("PIN" in out or "pin" in out, "the CLI names the PIN", out)
-    finally:
-        os.environ["AIRLOCK_PIN"] = PIN
-        o.close()
-        b.close()
+    with Backend("pkcs11") as b, HashOrigin() as o:
+        try:
+            with h.Daemon(config(o, b), start=False) as d:
+                eq(cli(d, "init")[0], 0, "init")
+                eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
+                os.environ["AIRLOCK_PIN"] = "0000"
+                rc, out = cli(d, "list")
+                d.start()
+                r = get(d, o)
+                eq(r.status, 503, "wrong PIN in the daemon")
+                eq(r.headers.get("x-airlock-decision"), "vault-unavailable", "decision")
+                rc, out = cli(d, "enroll", "x", secret=b"y\n")
+                eq(rc, 1, "enroll with a wrong PIN")
+                check("PIN" in out or "pin" in out, "the CLI names the PIN", out)
+        finally:
+            os.environ["AIRLOCK_PIN"] = PIN
 
 
 if __name__ == "__main__":
