@@ -415,7 +415,7 @@ verdict(const struct policy *p, const char *agent, const char *host, uint16_t po
     enum policy_conn_verdict v = policy_decide_connection(p, agent, host, port, &r);
 
     if (v != want || (want_rule == NULL) != (r == NULL) ||
-        (r != NULL && strcmp(r->name, want_rule) != 0))
+        (r != NULL && want_rule != NULL && strcmp(r->name, want_rule) != 0))
         fail_msg("%s %s:%u: verdict %d rule %s, want %d %s", agent, host, port, v,
             r != NULL ? r->name : "NULL", want, want_rule != NULL ? want_rule : "NULL");
 }
