@@ -13,9 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <openssl/evp.h>
 
+#include "audit/audit_internal.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -30,6 +30,11 @@ struct audit {
     int broken;       /* a short write could not be undone: refuse further records */
     off_t reserved;   /* end of the room allocated past size by audit_reserve() */
     int no_fallocate; /* the file system cannot reserve: rely on the write failing */
+    char *line;       /* AUDIT_LINE_MAX bytes: the record being written */
+    EVP_MD *md;       /* SHA-256, fetched once: an implicit fetch per line costs more */
+    EVP_MD_CTX *mdctx;
+    uint64_t ts_sec;  /* the second ts was formatted for */
+    char ts[40];      /* RFC 3339 text of the last record's time */
 };
 
 /* Position of the last '\n' in [0, end), or -1 in *pos when there is none. */
@@ -136,10 +141,16 @@ audit_open(const char *path, struct err *err)
     struct audit *a;
     struct stat st;
 
-    if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = strdup(path)) == NULL) {
-        free(a);
+    if ((a = calloc(1, sizeof(*a))) == NULL) {
         err_set(err, ERR_INTERNAL, "%s: out of memory", path);
         return NULL;
+    }
+    a->fd = -1;
+    if ((a->path = strdup(path)) == NULL || (a->line = malloc(AUDIT_LINE_MAX)) == NULL ||
+        (a->md = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL ||
+        (a->mdctx = EVP_MD_CTX_new()) == NULL) {
+        err_set(err, ERR_INTERNAL, "%s: out of memory (or no sha-256 in openssl)", path);
+        goto fail;
     }
     a->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (a->fd == -1) {
@@ -159,115 +170,69 @@ fail:
     return NULL;
 }
 
-/* A JSON string for s, cut at AUDIT_FIELD_MAX on a UTF-8 boundary; invalid UTF-8 → '?'. */
-static json_t *
-field_string(const char *s, int cut_query)
+/*
+ * ts for a record written now. gmtime_r + strftime cost more than the rest of the line,
+ * so the text for the current second is kept and only the milliseconds are filled in.
+ */
+static const char *
+timestamp(struct audit *a)
 {
-    size_t len = strlen(s), i;
-    json_t *j;
-    char *copy;
+    uint64_t ms = util_wall_ms();
+    size_t n;
 
-    if (cut_query && strchr(s, '?') != NULL)
-        len = (size_t)(strchr(s, '?') - s);
-    if (len > AUDIT_FIELD_MAX) {
-        len = AUDIT_FIELD_MAX;
-        while (len > 0 && ((unsigned char)s[len] & 0xc0) == 0x80)
-            len--;
+    if (ms / 1000 != a->ts_sec || a->ts[0] == '\0') {
+        util_rfc3339_ms(ms - ms % 1000, a->ts, sizeof(a->ts));
+        a->ts_sec = ms / 1000;
     }
-    if ((j = json_stringn(s, len)) != NULL)
-        return j;
-    if ((copy = malloc(len + 1)) == NULL)
-        return NULL;
-    for (i = 0; i < len; i++)
-        copy[i] = (unsigned char)s[i] >= 0x80 ? '?' : s[i];
-    j = json_stringn(copy, len);
-    free(copy);
-    return j;
+    n = strlen(a->ts); /* "....SS.mmmZ" */
+    a->ts[n - 4] = (char)('0' + ms % 1000 / 100);
+    a->ts[n - 3] = (char)('0' + ms % 100 / 10);
+    a->ts[n - 2] = (char)('0' + ms % 10);
+    return a->ts;
 }
 
+/* SHA-256 hex of line, with the digest fetched once at open and one reused context. */
 static int
-put(json_t *o, const char *key, json_t *v)
+line_hash(struct audit *a, const char *line, size_t len, char out[SHA256_HEX_LEN + 1])
 {
-    return v == NULL ? -1 : json_object_set_new(o, key, v);
-}
+    unsigned char md[32];
+    unsigned int mdlen = sizeof(md);
 
-static int
-put_str(json_t *o, const char *key, const char *s)
-{
-    return put(o, key, s == NULL ? json_null() : field_string(s, strcmp(key, "path") == 0));
-}
-
-static int
-put_int(json_t *o, const char *key, long long v, int zero_is_null)
-{
-    return put(o, key, v == 0 && zero_is_null ? json_null() : json_integer(v));
-}
-
-static long long
-clamp_u64(uint64_t v)
-{
-    return v > (uint64_t)INT64_MAX ? INT64_MAX : (long long)v;
-}
-
-/* The record as one compact JSON line with its newline; malloc'd. */
-static char *
-build_line(const struct audit *a, const struct audit_record *r, size_t *len)
-{
-    char ts[32], *s, *line = NULL;
-    json_t *o;
-    int bad = 0;
-
-    util_rfc3339_ms(util_wall_ms(), ts, sizeof(ts));
-    if ((o = json_object()) == NULL)
-        return NULL;
-    bad |= put_str(o, "ts", ts) | put_str(o, "id", r->id) | put_str(o, "agent", r->agent);
-    bad |= put_str(o, "via", r->via) | put_str(o, "host", r->host);
-    bad |= put_int(o, "port", r->port, 1) | put_str(o, "method", r->method);
-    bad |= put_str(o, "path", r->path) | put_str(o, "rule", r->rule);
-    bad |= put_str(o, "decision", r->decision) | put_str(o, "credential", r->credential);
-    bad |= put_str(o, "approver", r->approver) | put_int(o, "status", r->status, 1);
-    bad |= put_int(o, "bytes_up", clamp_u64(r->bytes_up), 0);
-    bad |= put_int(o, "bytes_down", clamp_u64(r->bytes_down), 0);
-    bad |= put_int(o, "ms", clamp_u64(r->ms), 0) | put_str(o, "prev", a->prev);
-    if (!bad && (s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER)) != NULL) {
-        *len = strlen(s);
-        if ((line = realloc(s, *len + 2)) == NULL)
-            free(s);
-        else
-            memcpy(line + (*len)++, "\n", 2);
-    }
-    json_decref(o);
-    return line;
+    if (EVP_DigestInit_ex2(a->mdctx, a->md, NULL) != 1 ||
+        EVP_DigestUpdate(a->mdctx, line, len) != 1 || EVP_DigestFinal_ex(a->mdctx, md, &mdlen) != 1)
+        return -1;
+    util_hex_encode(md, sizeof(md), out);
+    return 0;
 }
 
 int
 audit_log(struct audit *a, const struct audit_record *rec, struct err *err)
 {
+    char next[SHA256_HEX_LEN + 1];
     size_t len;
     ssize_t n;
-    char *line;
 
     if (a == NULL)
         return 0;
     if (a->broken)
         return err_set(err, ERR_IO, "%s: log is unusable after a failed write", a->path);
-    if ((line = build_line(a, rec, &len)) == NULL)
-        return err_set(err, ERR_INTERNAL, "%s: cannot encode record", a->path);
+    len = audit_line_encode(a->line, rec, timestamp(a), a->prev);
+    /* Hashed before the write: a line on disk always has its successor's prev ready. */
+    if (line_hash(a, a->line, len - 1, next) == -1)
+        return err_set(err, ERR_INTERNAL, "%s: cannot hash record", a->path);
     do
-        n = write(a->fd, line, len);
+        n = write(a->fd, a->line, len);
     while (n == -1 && errno == EINTR);
     if (n != (ssize_t)len) {
         err_set(err, ERR_IO, "%s: write: %s", a->path, n == -1 ? strerror(errno) : "short write");
         /* Never leave half a line: the next record would be glued onto it. */
         if (n > 0 && ftruncate(a->fd, a->size) == -1)
             a->broken = 1;
-        free(line);
         return -1;
     }
-    util_sha256_hex(line, len - 1, a->prev);
+    memcpy(a->prev, next, sizeof(next));
     a->size += (off_t)len;
     a->dirty = 1;
-    free(line);
     return 0;
 }
 
@@ -329,6 +294,9 @@ audit_close(struct audit *a)
             log_warn("audit: %s: cannot give back the reserve: %s", a->path, strerror(errno));
         close(a->fd);
     }
+    EVP_MD_CTX_free(a->mdctx);
+    EVP_MD_free(a->md);
+    free(a->line);
     free(a->path);
     free(a);
 }
