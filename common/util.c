@@ -14,7 +14,12 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+
+#include "common/log.h"
+
+#define OSSL_CLEAR_MAX 64 /* entries counted before the rest is dropped uncounted */
 
 static int
 parse_number_unit(const char *s, uint64_t *num, const char **unit)
@@ -125,12 +130,31 @@ util_hex_decode(const char *hex, void *out, size_t n)
     return hex[2 * n] == '\0' ? 0 : -1;
 }
 
+int
+util_ossl_clear(const char *what)
+{
+    unsigned long e = ERR_peek_error();
+    char reason[256];
+    int n = 0;
+
+    if (e == 0)
+        return 0;
+    ERR_error_string_n(e, reason, sizeof(reason));
+    while (n < OSSL_CLEAR_MAX && ERR_get_error() != 0)
+        n++;
+    ERR_clear_error();
+    log_debug("%s: dropped %d stale openssl error%s, first: %s", what != NULL ? what : "openssl", n,
+              n == 1 ? "" : "s", reason);
+    return n;
+}
+
 void
 util_sha256(const void *data, size_t len, unsigned char out[32])
 {
     unsigned int outlen = 32;
 
-    EVP_Digest(data, len, out, &outlen, EVP_sha256(), NULL);
+    if (EVP_Digest(data, len, out, &outlen, EVP_sha256(), NULL) != 1)
+        util_ossl_clear("sha-256"); /* only without memory; never leave the queue dirty */
 }
 
 void

@@ -24,6 +24,17 @@ int util_hex_decode(const char *hex, void *out, size_t n);
 void util_sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1]);
 void util_sha256(const void *data, size_t len, unsigned char out[32]);
 
+/*
+ * Empties the calling thread's OpenSSL error queue; when it held anything, logs the oldest
+ * entry at debug level under `what` and returns how many entries were dropped. SSL_get_error
+ * (and so libevent's TLS filters) reads the queue after every SSL_read, SSL_write and
+ * handshake step that returns <= 0, so an entry left behind by unrelated work, such as the
+ * rdrand engine probe SoftHSM runs when it loads, fails a healthy TLS connection. Call it
+ * after work that may leave entries (token calls, OpenSSL calls whose failure is handled).
+ * Cheap when the queue is empty.
+ */
+int util_ossl_clear(const char *what);
+
 /* Constant-time equality of two equal-length buffers. */
 int util_ct_equal(const void *a, const void *b, size_t n);
 

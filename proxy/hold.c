@@ -74,6 +74,7 @@ body_digest(struct evbuffer *buf, size_t len, char out[SHA256_HEX_LEN + 1])
     out[0] = '\0';
     if ((ctx = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
         EVP_MD_CTX_free(ctx);
+        util_ossl_clear("hold: body digest"); /* never leave the loop's queue dirty */
         return;
     }
     /* Bounded by len: each pass hashes one non-empty segment. */
@@ -86,6 +87,8 @@ body_digest(struct evbuffer *buf, size_t len, char out[SHA256_HEX_LEN + 1])
     if (done == len && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1)
         util_hex_encode(md, sizeof(md), out);
     EVP_MD_CTX_free(ctx);
+    if (out[0] == '\0')
+        util_ossl_clear("hold: body digest");
 }
 
 static void

@@ -14,6 +14,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "common/log.h"
@@ -27,6 +28,8 @@
 /* Socket reads and writes under the TLS filters: as for tunnels, a few large ones per
  * event instead of libevent's 16 KiB each; every read sends window updates (ACKs). */
 #define TLS_IO_CHUNK (256 * 1024)
+/* libevent keeps at most 3 errors per filter; a few more pops cost nothing. */
+#define FILTER_ERRORS_MAX 8
 
 struct proxy_tls {
     struct tls_minter *minter;
@@ -63,6 +66,9 @@ intercept_init(struct proxy *px, const struct policy *p, struct err *err)
         (t->client_ctx = tls_client_ctx_new(t->minter, err)) == NULL ||
         (t->upstream_ctx = tls_upstream_ctx_new(p->tls.upstream_ca, err)) == NULL)
         return -1;
+    /* Whatever loading openssl.cnf, the providers and the trust store left queued before the
+     * first connection (see util_ossl_clear). */
+    util_ossl_clear("tls: start-up");
     log_info("tls: intercepting with the CA at %s", ca);
     return 0;
 }
@@ -114,12 +120,30 @@ coalesce_writes(struct event_base *base, struct bufferevent *f)
     return 0;
 }
 
+/*
+ * The OpenSSL error a TLS filter failed with, 0 if none. On failure libevent moves the
+ * thread's queue into the bufferevent (at most 3 entries, after SSL_get_error's code, which
+ * is a small integer and not an error) and hands them back newest first; all are popped so
+ * none is left for a later failure to report.
+ */
+static unsigned long
+filter_error(struct bufferevent *bev)
+{
+    unsigned long e, found = 0;
+    int i;
+
+    for (i = 0; i < FILTER_ERRORS_MAX && (e = bufferevent_get_openssl_error(bev)) != 0; i++)
+        if (found == 0 && ERR_GET_LIB(e) != 0)
+            found = e;
+    return found;
+}
+
 static void
 client_handshake_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    const char *decision;
+    const char *decision, *reason;
 
     if (what & BEV_EVENT_CONNECTED) {
         conn_clear_timer(c);
@@ -128,7 +152,9 @@ client_handshake_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     decision = tls_client_sni_mismatch(ssl) ? "host-mismatch" : "bad-request";
-    log_info("%s: tls handshake for %s failed: %s", c->peer, c->host, decision);
+    reason = tls_error_reason(filter_error(bev));
+    log_info("%s: tls handshake for %s failed: %s (%s)", c->peer, c->host, decision,
+             reason != NULL ? reason : "the connection closed");
     conn_refuse_stream(c, decision);
 }
 
@@ -165,6 +191,8 @@ intercept_client(struct conn *c)
     }
     conn_set_timer(c, c->pol->header_timeout_ms);
     bufferevent_setcb(f, NULL, NULL, client_handshake_cb, c);
+    /* From here libevent reads SSL_get_error, which trusts the queue to be ours alone. */
+    util_ossl_clear("tls: before a client handshake");
     /* The ClientHello is already buffered: enabling may finish (or fail and free c) the
      * handshake right here, so nothing touches c after this call. */
     bufferevent_enable(f, EV_READ | EV_WRITE);
@@ -181,10 +209,11 @@ upstream_handshake_cb(struct bufferevent *bev, short what, void *arg)
         tls_upstream_session_save(c->px->tls->upstream_ctx, ssl, c->ex.host, c->ex.port);
         util_strlcpy(c->up_host, c->ex.host, sizeof(c->up_host));
         c->up_port = c->ex.port;
+        util_ossl_clear("tls: upstream session");
         forward_start(c);
         return;
     }
-    tls_upstream_error(ssl, reason, sizeof(reason));
+    tls_upstream_error(ssl, filter_error(bev), reason, sizeof(reason));
     log_warn("%s: %s upstream tls %s:%u: %s", c->peer, c->ex.id, c->ex.host, c->ex.port, reason);
     c->up = NULL;
     bufferevent_free(bev);
@@ -215,5 +244,6 @@ intercept_upstream(struct conn *c, struct bufferevent *up)
     bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
     c->up = f; /* owned by the connection from here, so conn_free() releases it */
     bufferevent_setcb(f, NULL, NULL, upstream_handshake_cb, c);
+    util_ossl_clear("tls: before an upstream handshake");
     bufferevent_enable(f, EV_READ | EV_WRITE);
 }

@@ -60,6 +60,8 @@ void tls_minter_set_cache_size(struct tls_minter *m, size_t max_entries);
  * Certificate for host (a normalised name, or an IP literal without brackets): SAN dNSName
  * or iPAddress, notBefore now - 1 h, notAfter now + 7 d, random serial, signed by the CA.
  * Served from the LRU cache when present. Returns a new reference (caller: X509_free).
+ * Leaves the thread's OpenSSL error queue empty, whatever get_key left on it: this runs
+ * inside a client's handshake, where a queued error fails it (util_ossl_clear).
  */
 X509 *tls_minter_cert(struct tls_minter *m, const char *host, struct err *err);
 EVP_PKEY *tls_minter_leaf_key(struct tls_minter *m); /* borrowed */
@@ -88,7 +90,15 @@ SSL_CTX *tls_upstream_ctx_new(const char *ca_file, struct err *err);
 SSL *tls_upstream_ssl_new(SSL_CTX *ctx, const char *host, uint16_t port);
 /* After a successful, verified handshake: remember the session for host:port. */
 void tls_upstream_session_save(SSL_CTX *ctx, SSL *ssl, const char *host, uint16_t port);
-/* Human-readable reason for a failed upstream handshake, written to buf; returns buf. */
-const char *tls_upstream_error(SSL *ssl, char *buf, size_t buflen);
+/* The reason text of one OpenSSL error (errno's text for a system error), NULL for 0. */
+const char *tls_error_reason(unsigned long e);
+/*
+ * Human-readable reason for a failed upstream handshake, written to buf; returns buf.
+ * ossl_err is the OpenSSL error the handshake failed with, or 0 to take the newest one on
+ * this thread's queue. Under libevent, pass what bufferevent_get_openssl_error() hands back:
+ * the filter moves the queue into the bufferevent before the event callback runs, so the
+ * queue no longer holds the reason. Leaves the queue empty.
+ */
+const char *tls_upstream_error(SSL *ssl, unsigned long ossl_err, char *buf, size_t buflen);
 
 #endif

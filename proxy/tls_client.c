@@ -101,10 +101,15 @@ servername_cb(SSL *ssl, int *al, void *arg)
     ok = SSL_use_certificate(ssl, x) == 1 && SSL_use_PrivateKey(ssl, tls_minter_leaf_key(m)) == 1;
     X509_free(x);
     if (!ok) {
-        ERR_clear_error();
+        util_ossl_clear("tls: installing the leaf");
+        log_warn("tls: %s: cannot install the leaf certificate", st->host);
         *al = SSL_AD_INTERNAL_ERROR;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     }
+    /* Minting may have unsealed the CA key. Anything left queued would turn this
+     * handshake's next WANT_READ into SSL_ERROR_SSL; OpenSSL happens to clear the queue
+     * when it builds the certificate chain, but not under SSL_MODE_NO_AUTO_CHAIN. */
+    util_ossl_clear("tls: leaf certificate");
     return SSL_TLSEXT_ERR_OK;
 }
 

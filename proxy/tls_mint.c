@@ -152,6 +152,7 @@ tls_minter_new(const char *ca_pem_path, tls_ca_key_fn get_key, void *arg, struct
         goto fail;
     }
     if (X509_check_ca(m->ca) != 1) {
+        ERR_clear_error(); /* decoding its extensions may have queued the reason */
         err_set(err, ERR_CRYPTO, "%s: not a ca certificate", ca_pem_path);
         goto fail;
     }
@@ -234,9 +235,14 @@ leaf_sign(struct tls_minter *m, X509 *x, struct err *err)
 {
     struct secbuf *der = NULL;
     EVP_PKEY *key;
-    int ok;
+    int ok, rc;
 
-    if (m->get_key == NULL || m->get_key(m->arg, &der, err) == -1) {
+    rc = m->get_key != NULL ? m->get_key(m->arg, &der, err) : -1;
+    /* The key source talks to the token, which may queue OpenSSL errors even when it
+     * succeeds (SoftHSM probes for an rdrand engine each time its module loads). This runs
+     * inside a client's handshake: left queued, they fail it (see util_ossl_clear). */
+    util_ossl_clear("tls: ca key source");
+    if (rc == -1) {
         secbuf_free(der);
         if (m->get_key == NULL)
             err_set(err, ERR_INTERNAL, "no ca key source");
@@ -286,6 +292,7 @@ tls_minter_cert(struct tls_minter *m, const char *host, struct err *err)
         X509_free(x);
         return NULL;
     }
+    util_ossl_clear("tls: minting a leaf"); /* the caller is usually inside a handshake */
     cache_insert(m, norm, x, now);
     return x;
 }

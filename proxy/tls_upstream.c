@@ -276,9 +276,20 @@ tls_upstream_session_save(SSL_CTX *ctx, SSL *ssl, const char *host, uint16_t por
 }
 
 const char *
-tls_upstream_error(SSL *ssl, char *buf, size_t buflen)
+tls_error_reason(unsigned long e)
+{
+    if (e == 0)
+        return NULL;
+    if (ERR_SYSTEM_ERROR(e))
+        return strerror(ERR_GET_REASON(e));
+    return ERR_reason_error_string(e);
+}
+
+const char *
+tls_upstream_error(SSL *ssl, unsigned long ossl_err, char *buf, size_t buflen)
 {
     struct up_state *st = NULL;
+    const char *reason;
     unsigned long e;
     long v;
 
@@ -286,18 +297,20 @@ tls_upstream_error(SSL *ssl, char *buf, size_t buflen)
         return buf;
     if (ssl == NULL) {
         snprintf(buf, buflen, "no tls connection");
+        ERR_clear_error();
         return buf;
     }
     if (state_index >= 0)
         st = SSL_get_ex_data(ssl, state_index);
-    e = ERR_peek_last_error();
+    e = ossl_err != 0 ? ossl_err : ERR_peek_last_error();
+    reason = tls_error_reason(e);
     if ((v = SSL_get_verify_result(ssl)) != X509_V_OK)
         snprintf(buf, buflen, "certificate verify failed: %s", X509_verify_cert_error_string(v));
     else if (st != NULL && st->alert_read != 0)
         snprintf(buf, buflen, "the server sent alert: %s",
                  SSL_alert_desc_string_long(st->alert_read));
-    else if (e != 0 && ERR_reason_error_string(e) != NULL)
-        snprintf(buf, buflen, "tls handshake failed: %s", ERR_reason_error_string(e));
+    else if (reason != NULL)
+        snprintf(buf, buflen, "tls handshake failed: %s", reason);
     else if (st != NULL && st->alert_written != 0)
         snprintf(buf, buflen, "tls handshake failed: sent alert %s",
                  SSL_alert_desc_string_long(st->alert_written));

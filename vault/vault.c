@@ -2,7 +2,10 @@
  * The vault: files DIR/NAME.sealed (format in blob.c) sealed and unsealed through the
  * hsm token layer. Files are written atomically with mode 0600; reads are bounded by the
  * largest valid blob. Token errors pass through unchanged (callers map ERR_TOKEN to
- * "vault-unavailable"); a corrupt file is reported as "vault: NAME: ...".
+ * "vault-unavailable"); a corrupt file is reported as "vault: NAME: ...". SoftHSM and
+ * tpm2-tss run OpenSSL in our process and may leave its thread error queue dirty even on
+ * success, which fails the next TLS read or write on that thread: every token call here
+ * is followed by util_ossl_clear().
  */
 #include <dirent.h>
 #include <errno.h>
@@ -87,6 +90,7 @@ vault_open_token(const struct hsm_config *cfg, const char *dir, struct err *err)
 {
     struct hsm_config c = *cfg;
     char name_file[4096];
+    struct hsm *h;
 
     if (c.tpm2_primary_name_file == NULL) {
         if ((size_t)snprintf(name_file, sizeof(name_file), "%s/%s", dir, VAULT_TPM2_PRIMARY_FILE) >=
@@ -96,7 +100,9 @@ vault_open_token(const struct hsm_config *cfg, const char *dir, struct err *err)
         }
         c.tpm2_primary_name_file = name_file;
     }
-    return hsm_open(&c, err);
+    h = hsm_open(&c, err);
+    util_ossl_clear("vault: opening the token"); /* SoftHSM probes for an rdrand engine */
+    return h;
 }
 
 struct vault *
@@ -161,6 +167,7 @@ vault_close(struct vault *v)
     for (i = 0; i < VAULT_CACHE_MAX; i++)
         vault_cache_drop(&v->cache[i]);
     hsm_close(v->hsm);
+    util_ossl_clear("vault: closing the token");
     free(v->dir);
     free(v);
 }
@@ -168,17 +175,25 @@ vault_close(struct vault *v)
 int
 vault_init(struct vault *v, struct err *err)
 {
+    int rc;
+
     if (vault_need_token(v, err) == -1)
         return -1;
-    return hsm_init(v->hsm, err);
+    rc = hsm_init(v->hsm, err);
+    util_ossl_clear("vault: preparing the token");
+    return rc;
 }
 
 int
 vault_health(struct vault *v, struct err *err)
 {
+    int rc;
+
     if (vault_need_token(v, err) == -1)
         return -1;
-    return hsm_health(v->hsm, err);
+    rc = hsm_health(v->hsm, err); /* may reconnect, which reloads the module */
+    util_ossl_clear("vault: checking the token");
+    return rc;
 }
 
 int
@@ -204,8 +219,11 @@ vault_enroll(struct vault *v, const char *name, const unsigned char *secret, siz
     if (!replace && lstat(path, &st) == 0)
         return err_set(err, ERR_EXISTS, "vault: %s: already enrolled (use --replace)", name);
     aad_len = vault_blob_aad(b, name, aad, sizeof(aad));
-    if (hsm_seal(v->hsm, aad, aad_len, secret, len, &sealed, &sealed_len, err) == -1)
+    rc = hsm_seal(v->hsm, aad, aad_len, secret, len, &sealed, &sealed_len, err);
+    util_ossl_clear("vault: sealing");
+    if (rc == -1)
         return -1;
+    rc = -1;
     if (vault_blob_encode(b, name, util_wall_ms(), sealed, sealed_len, &file, &file_len) == -1) {
         err_set(err, ERR_LIMIT, "vault: %s: sealed blob of %zu bytes does not fit", name,
                 sealed_len);
@@ -329,6 +347,7 @@ vault_unseal_into(struct vault *v, const char *name, struct secbuf *out, struct 
                        c->backend == HSM_BACKEND_TPM2 ? "tpm2" : "pkcs11");
     aad_len = vault_blob_aad(c->backend, name, aad, sizeof(aad));
     rc = hsm_unseal_into(v->hsm, aad, aad_len, c->data, c->datalen, out, err);
+    util_ossl_clear("vault: unsealing");
     if (rc == -1 && err != NULL && (err->code == ERR_CRYPTO || err->code == ERR_PARSE))
         err_prefix(err, "vault: %s", name);
     return rc;

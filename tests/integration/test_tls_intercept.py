@@ -92,6 +92,38 @@ class HashOrigin:
         self.srv.server_close()
 
 
+class PlainOrigin:
+    """Plain TCP on 127.0.0.1 answering anything with an HTTP/1.1 error, no TLS: what a
+    TLS client makes of it is an OpenSSL error, not a certificate one."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop = True
+        self.sock.close()
+
+
 class World:
     """The token, the origins and one daemon whose rules cover them all:
     main (deny /admin*, inject GET), blind (plain allow), and one origin per bad cert."""
@@ -103,12 +135,15 @@ class World:
         self.main = self._origin("server")
         self.blind = self._origin("server")
         self.bad = {name: self._origin(name) for name in self.BAD}
+        self.plain = PlainOrigin()
+        self.origins.append(self.plain)
         tok = h.make_tmpdir("airlock-tok-")
         subprocess.run([os.path.join(h.SOURCE_DIR, "scripts", "softhsm-setup"), tok, "airlock",
                         PIN, "5678"], check=True, stdout=subprocess.DEVNULL, timeout=60)
         os.environ["SOFTHSM2_CONF"] = os.path.join(tok, "softhsm2.conf")
         os.environ["AIRLOCK_PIN"] = PIN
-        inject_ports = [self.main.port] + [o.port for o in self.bad.values()]
+        inject_ports = ([self.main.port] + [o.port for o in self.bad.values()] +
+                        [self.plain.port])
         rules = [h.rule("nope", ports=[self.main.port], path="/admin*", action="deny"),
                  h.rule("read", ports=inject_ports, methods=["GET"], action="inject",
                         credential="gh"),
@@ -287,6 +322,14 @@ def bad_upstream_certificates_are_502_without_the_credential(w):
         recs = w.audit_since(before_audit, 1)
         check(any(x["decision"] == "upstream-tls" and x["port"] == o.port for x in recs),
               "upstream-tls not audited (%s)" % name, recs)
+    check("upstream tls %s:%d: certificate verify failed: certificate has expired"
+          % (HOST, w.bad["expired"].port) in w.d.log_text(), "expired: reason not logged")
+    # No certificate to blame: the reason libevent took off OpenSSL's queue is logged.
+    r = w.get(w.url(w.plain, "/repos/x"))
+    eq((r.status, r.headers.get("x-airlock-decision")), (502, "upstream-tls"), "not TLS %r" % r)
+    check("upstream tls %s:%d: tls handshake failed: wrong version number"
+          % (HOST, w.plain.port) in w.d.log_text(), "not TLS: reason not logged",
+          [x for x in w.d.log_text().splitlines() if "upstream tls" in x])
     w.audit_clean()
 
 

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #define _XOPEN_SOURCE_EXTENDED 1
+#include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ struct fixture {
     struct secbuf *ca_key;
     int key_calls;
     int key_fail;
+    int key_stale; /* the key source leaves errors queued, as SoftHSM's engine probe does */
     struct secbuf *wrong_key; /* when set, handed out instead of ca_key */
 };
 
@@ -47,12 +49,26 @@ copy_secbuf(const struct secbuf *src)
     return sb;
 }
 
+/* Queues errors the way a failed, ignored OpenSSL call does: a PEM read of no PEM. */
+static void
+stale_error(void)
+{
+    BIO *b = BIO_new_mem_buf("not pem", -1);
+
+    assert_non_null(b);
+    assert_null(PEM_read_bio_X509(b, NULL, NULL, NULL));
+    BIO_free(b);
+    assert_int_not_equal(ERR_peek_error(), 0);
+}
+
 static int
 get_key(void *arg, struct secbuf **key_der, struct err *err)
 {
     struct fixture *f = arg;
 
     f->key_calls++;
+    if (f->key_stale)
+        stale_error();
     if (f->key_fail)
         return err_set(err, ERR_TOKEN, "token removed");
     *key_der = copy_secbuf(f->wrong_key != NULL ? f->wrong_key : f->ca_key);
@@ -104,6 +120,7 @@ reset(void **state)
 {
     fx.key_calls = 0;
     fx.key_fail = 0;
+    fx.key_stale = 0;
     fx.wrong_key = NULL;
     return 0;
 }
@@ -594,7 +611,7 @@ test_handshake_sni_mismatch(void **state)
     assert_int_equal(handshake(c, s), -1);
     assert_int_equal(tls_client_sni_mismatch(s), 1);
     assert_int_equal(fx.key_calls, 0); /* refused before anything was signed */
-    tls_upstream_error(c, reason, sizeof(reason));
+    tls_upstream_error(c, 0, reason, sizeof(reason));
     assert_string_equal(reason, "the server sent alert: unrecognized name");
     SSL_free(c);
     SSL_free(s);
@@ -709,7 +726,7 @@ upstream_try(SSL_CTX *cctx, SSL_CTX *octx, const char *host, char *reason, size_
 
     assert_non_null(c);
     rc = handshake(c, s);
-    tls_upstream_error(c, reason, len);
+    tls_upstream_error(c, 0, reason, len);
     SSL_free(c);
     SSL_free(s);
     ERR_clear_error();
@@ -748,7 +765,7 @@ test_upstream_verification(void **state)
 
     assert_null(tls_upstream_ctx_new("/nonexistent/bundle.pem", &err));
     assert_non_null(strstr(err.msg, "/nonexistent/bundle.pem"));
-    assert_string_equal(tls_upstream_error(NULL, reason, sizeof(reason)), "no tls connection");
+    assert_string_equal(tls_upstream_error(NULL, 0, reason, sizeof(reason)), "no tls connection");
     SSL_CTX_free(octx);
     SSL_CTX_free(cctx);
     X509_free(leaf);
@@ -873,6 +890,100 @@ test_upstream_expired(void **state)
     X509_free(x);
 }
 
+/* Sends a short message from one end to the other. The reader first finds nothing to read:
+ * that must be SSL_ERROR_WANT_READ, which is what libevent's filter sees between records. */
+static void
+exchange(SSL *from, SSL *to)
+{
+    unsigned char buf[16];
+    int rc;
+
+    rc = SSL_read(to, buf, sizeof(buf));
+    assert_true(rc <= 0);
+    assert_int_equal(SSL_get_error(to, rc), SSL_ERROR_WANT_READ);
+    assert_int_equal(SSL_write(from, "ping", 4), 4);
+    assert_int_equal(SSL_read(to, buf, sizeof(buf)), 4);
+    assert_memory_equal(buf, "ping", 4);
+}
+
+/*
+ * A stale entry in the thread's OpenSSL error queue turns a WANT_READ into SSL_ERROR_SSL
+ * (SSL_get_error reads the queue first), which is how libevent's filter decides that a
+ * healthy connection failed. SoftHSM queues such entries when the CA key is unsealed in the
+ * middle of a client handshake (its rdrand engine probe). OpenSSL clears the queue while it
+ * builds the certificate chain, which hid this, so both chain modes are run.
+ */
+static void
+test_handshake_stale_errors(void **state)
+{
+    static const long modes[] = {0, SSL_MODE_NO_AUTO_CHAIN};
+    struct tls_minter *m;
+    struct err err;
+    SSL_CTX *sctx, *cctx = upstream_ctx(fx.ca_path);
+    SSL *s, *c;
+    X509 *other;
+    size_t k;
+    int i;
+
+    fx.key_stale = 1;
+    for (k = 0; k < sizeof(modes) / sizeof(modes[0]); k++) {
+        m = new_minter();
+        sctx = tls_client_ctx_new(m, &err);
+        assert_non_null(sctx);
+        SSL_CTX_set_mode(sctx, modes[k]);
+        fx.key_calls = 0;
+        for (i = 0; i < 2; i++) { /* minted (the key source queues errors), then cached */
+            stale_error();
+            s = tls_client_ssl_new(sctx, "api.example.test");
+            c = tls_upstream_ssl_new(cctx, "api.example.test", 443);
+            assert_non_null(s);
+            assert_non_null(c);
+            stale_error();
+            assert_int_equal(handshake(c, s), 0);
+            assert_int_equal(SSL_get_verify_result(c), X509_V_OK);
+            assert_int_equal(ERR_peek_error(), 0);
+            exchange(c, s);
+            exchange(s, c);
+            /* Another connection's leaf is minted while this one is open: the event loop
+             * interleaves them, and the queue is shared by the thread. */
+            other = tls_minter_cert(m, i == 0 ? "a.example.test" : "b.example.test", &err);
+            assert_non_null(other);
+            X509_free(other);
+            assert_int_equal(ERR_peek_error(), 0);
+            exchange(c, s);
+            exchange(s, c);
+            SSL_free(c);
+            SSL_free(s);
+        }
+        assert_int_equal(fx.key_calls, 3);
+        SSL_CTX_free(sctx);
+        tls_minter_free(m);
+    }
+    SSL_CTX_free(cctx);
+}
+
+/* The reason libevent popped off the queue is the one reported, not a stale entry. */
+static void
+test_upstream_error_reason(void **state)
+{
+    SSL_CTX *cctx = upstream_ctx(fx.ca_path);
+    SSL *c = tls_upstream_ssl_new(cctx, "api.example.test", 443);
+    char reason[256];
+
+    assert_non_null(c);
+    stale_error();
+    tls_upstream_error(c, ERR_PACK(ERR_LIB_SSL, 0, SSL_R_WRONG_VERSION_NUMBER), reason,
+                       sizeof(reason));
+    assert_string_equal(reason, "tls handshake failed: wrong version number");
+    assert_int_equal(ERR_peek_error(), 0);
+    tls_upstream_error(c, ERR_SYSTEM_FLAG | ECONNRESET, reason, sizeof(reason));
+    assert_string_equal(reason, "tls handshake failed: Connection reset by peer");
+    tls_upstream_error(c, 0, reason, sizeof(reason));
+    assert_string_equal(reason, "tls handshake failed: the connection closed");
+    SSL_free(c);
+    SSL_CTX_free(cctx);
+}
+
 /* Sessions are remembered per host:port and resumed, for TLS 1.3 tickets and TLS 1.2. */
 static void
 test_upstream_resumption(void **state)
@@ -921,10 +1032,12 @@ main(void)
         cmocka_unit_test_setup(test_handshake_sni_ok, reset),
         cmocka_unit_test_setup(test_handshake_sni_mismatch, reset),
         cmocka_unit_test_setup(test_handshake_sni_absent_and_alpn, reset),
+        cmocka_unit_test_setup(test_handshake_stale_errors, reset),
         cmocka_unit_test_setup(test_upstream_verification, reset),
         cmocka_unit_test_setup(test_upstream_name_rules, reset),
         cmocka_unit_test_setup(test_upstream_expired, reset),
         cmocka_unit_test_setup(test_upstream_resumption, reset),
+        cmocka_unit_test_setup(test_upstream_error_reason, reset),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
