@@ -189,6 +189,66 @@ up_arm_timeout(struct conn *c)
     bufferevent_set_timeouts(c->up, &tv, NULL);
 }
 
+/* The credential is unavailable: nothing was sent upstream; answer vault-unavailable. */
+static void
+unseal_failed(struct conn *c, const struct err *err)
+{
+    struct exchange *ex = &c->ex;
+
+    log_warn("%s: %s %s: %s", c->peer, ex->id, ex->credential ? ex->credential : "-", err->msg);
+    inject_cancel(c);
+    if (c->up != NULL) {
+        bufferevent_free(c->up);
+        c->up = NULL;
+    }
+    c->state = CS_HEAD;
+    conn_respond(c, 503, "vault-unavailable", "the credential could not be unsealed");
+}
+
+/*
+ * An inject exchange asks the token worker before its head is written and parks
+ * meanwhile: neither side is read, so nothing reaches the upstream and the loop serves
+ * every other connection. 1 to go on now, 0 parked (forward_unsealed resumes), -1 answered.
+ */
+static int
+unseal_step(struct conn *c)
+{
+    struct err err;
+    int r;
+
+    if (c->ex.rule == NULL || c->ex.rule->action != POLICY_INJECT)
+        return 1;
+    if ((r = inject_begin(c, &err)) == -1) {
+        unseal_failed(c, &err);
+        return -1;
+    }
+    if (r == 0) {
+        c->state = CS_UNSEAL;
+        bufferevent_setcb(c->up, up_readcb, up_writecb, up_eventcb, c); /* drop it if it closes */
+        bufferevent_disable(c->up, EV_READ);
+        bufferevent_disable(c->client, EV_READ);
+    }
+    return r;
+}
+
+/* The token worker answered (err NULL: the secret is on c) or gave up (deadline, error). */
+void
+forward_unsealed(struct conn *c, const struct err *err)
+{
+    if (err != NULL) {
+        unseal_failed(c, err);
+        return;
+    }
+    if (c->up == NULL) {
+        /* A kept-alive upstream closed while parked: dial again (the job is dropped, the
+         * next unseal comes from the hold or the worker). */
+        inject_cancel(c);
+        request_redial(c);
+        return;
+    }
+    forward_start(c);
+}
+
 void
 forward_start(struct conn *c)
 {
@@ -196,8 +256,10 @@ forward_start(struct conn *c)
     struct bufferevent *under;
     struct err err;
 
-    c->state = CS_EXCHANGE;
     conn_clear_timer(c);
+    if (unseal_step(c) != 1)
+        return;
+    c->state = CS_EXCHANGE;
     ex->upgrade = ex->req.upgrade_websocket;
     ex->req_body = ex->req.body;
     ex->req_left = ex->req.content_length;
@@ -209,11 +271,7 @@ forward_start(struct conn *c)
     up_arm_timeout(c);
     bufferevent_setwatermark(c->up, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     if (write_request_head(c, bufferevent_get_output(c->up), &err) == -1) {
-        log_warn("%s: %s %s: %s", c->peer, ex->id, ex->credential ? ex->credential : "-", err.msg);
-        bufferevent_free(c->up);
-        c->up = NULL;
-        c->state = CS_HEAD;
-        conn_respond(c, 503, "vault-unavailable", "the credential could not be unsealed");
+        unseal_failed(c, &err);
         return;
     }
     bufferevent_enable(c->up, EV_READ | EV_WRITE);

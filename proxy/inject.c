@@ -1,10 +1,11 @@
 /*
- * Credential injection. The secret is unsealed through the token at the moment the
- * request head is written, into a locked scratch buffer that is wiped as soon as the
- * header line is formatted. The line goes into a locked buffer handed to the upstream
- * evbuffer by reference with a cleanup that wipes it: no plain copy is kept. Both buffers
- * are reused (lines through a small pool of wiped buffers), so an injection maps and
- * locks no memory. `hold:` keeps the unsealed secret in locked memory for that long.
+ * Credential injection. Once the upstream is ready the exchange parks and the token
+ * worker (unseal_worker.c) unseals the secret into the job's locked buffer, which is wiped
+ * as soon as the header line is formatted; a held secret skips the worker. The line goes
+ * into a locked buffer handed to the upstream evbuffer by reference with a cleanup that
+ * wipes it: no plain copy is kept. Both buffers are reused (jobs and lines through small
+ * pools of wiped buffers), so an injection normally maps and locks no memory. `hold:`
+ * keeps the unsealed secret in locked memory for that long.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +17,11 @@
 #include "common/util.h"
 #include "hsm/hsm.h"
 #include "proxy/proxy_internal.h"
+#include "proxy/unseal_worker.h"
 #include "vault/vault.h"
 
 #define INJECT_HOLD_MAX 64
 #define INJECT_LINE_MAX (8192 + 1024)
-#define INJECT_SCRATCH (VAULT_SECRET_MAX + 4096) /* see vault_unseal_into */
 #define INJECT_POOL_CAP 4096 /* bytes per pooled line buffer; longer lines get their own */
 #define INJECT_POOL_IDLE 32  /* idle line buffers kept locked */
 
@@ -47,11 +48,9 @@ struct inject_pool {
 };
 
 struct inject_state {
-    struct vault *vault;
-    uint64_t retry_after_us; /* after a failed open, do not hammer a missing token */
+    struct unseal_worker *worker; /* owns the vault: every token call runs there */
     struct inject_hold hold[INJECT_HOLD_MAX];
     struct event *sweep;
-    struct secbuf *scratch; /* unsealed secret between unseal and formatting; wiped */
     struct inject_pool *pool;
 };
 
@@ -152,11 +151,16 @@ int
 inject_init(struct proxy *px)
 {
     struct timeval one_second = {1, 0};
+    struct err err;
 
     if ((px->inject = calloc(1, sizeof(*px->inject))) == NULL ||
-        (px->inject->pool = calloc(1, sizeof(*px->inject->pool))) == NULL ||
-        (px->inject->scratch = secbuf_new(INJECT_SCRATCH)) == NULL)
+        (px->inject->pool = calloc(1, sizeof(*px->inject->pool))) == NULL)
         return -1;
+    px->inject->worker = unseal_worker_new(px->deps.base, UNSEAL_DEADLINE_MS, &err);
+    if (px->inject->worker == NULL) {
+        log_warn("vault: %s", err.msg);
+        return -1;
+    }
     px->inject->sweep = event_new(px->deps.base, -1, EV_PERSIST, sweep_cb, px->inject);
     if (px->inject->sweep == NULL)
         return -1;
@@ -176,104 +180,116 @@ inject_free(struct proxy *px)
         hold_wipe(&st->hold[i]);
     if (st->sweep != NULL)
         event_free(st->sweep);
-    secbuf_free(st->scratch);
     pool_close(st->pool);
-    vault_close(st->vault);
+    unseal_worker_free(st->worker); /* closes the vault on its own thread */
     free(st);
     px->inject = NULL;
 }
 
-/* The vault, opened on first use and reopened after the token comes back. */
-static struct vault *
-inject_vault(struct proxy *px, const struct policy *p, struct err *err)
-{
-    struct inject_state *st = px->inject;
-    struct hsm_config cfg;
-    uint64_t now = util_now_us();
-
-    if (st->vault != NULL)
-        return st->vault;
-    if (p->vault.backend == POLICY_BACKEND_NONE) {
-        err_set(err, ERR_USAGE, "no vault configured");
-        return NULL;
-    }
-    if (now < st->retry_after_us) {
-        err_set(err, ERR_TOKEN, "token unavailable (retrying shortly)");
-        return NULL;
-    }
-    vault_config_from_policy(p, &cfg);
-    if ((st->vault = vault_open(&cfg, p->vault.dir, err)) == NULL)
-        st->retry_after_us = now + 250000;
-    return st->vault;
-}
-
-/* Forgets the vault after a token error so the next request reconnects to a token that
- * came back. */
-static void
-inject_token_failed(struct inject_state *st, const struct err *err)
-{
-    if (err->code == ERR_TOKEN) {
-        vault_close(st->vault);
-        st->vault = NULL;
-    }
-}
-
-/* Unseals an internal credential such as the CA key ("_ca"); the caller frees it. */
+/* Unseals an internal credential such as the CA key ("_ca") through the worker, waiting
+ * at most UNSEAL_DEADLINE_MS on the loop thread; the caller frees *out. */
 int
-inject_unseal_named(struct proxy *px, const struct policy *p, const char *name, struct secbuf **out,
+inject_unseal_named(struct proxy *px, struct policy *p, const char *name, struct secbuf **out,
                     struct err *err)
 {
-    struct vault *v;
-
-    if ((v = inject_vault(px, p, err)) == NULL)
-        return -1;
-    if (vault_unseal(v, name, out, err) == -1) {
-        inject_token_failed(px->inject, err);
-        return -1;
-    }
-    return 0;
+    return unseal_sync(px->inject->worker, p, name, out, err);
 }
 
-/*
- * The credential's plaintext: a held copy, or st->scratch, which the caller wipes as soon
- * as it has formatted the line (on every path). NULL with err when unavailable.
- */
-static const struct secbuf *
-unseal(struct proxy *px, const struct policy *p, const struct policy_credential *cred,
-       struct err *err)
+/* A live held copy of the credential (expired ones too when now_us is 0), or NULL. */
+static struct inject_hold *
+hold_find(struct inject_state *st, const char *name, uint64_t now_us)
 {
-    struct inject_state *st = px->inject;
-    struct inject_hold *slot = NULL;
-    struct secbuf *held;
-    struct vault *v;
     size_t i;
 
-    if (cred->hold_ms > 0) {
-        for (i = 0; i < INJECT_HOLD_MAX; i++) {
-            if (st->hold[i].secret != NULL && strcmp(st->hold[i].name, cred->name) == 0 &&
-                st->hold[i].expires_us > util_now_us())
-                return st->hold[i].secret;
-        }
-    }
-    if ((v = inject_vault(px, p, err)) == NULL)
-        return NULL;
-    if (vault_unseal_into(v, cred->name, st->scratch, err) == -1) {
-        inject_token_failed(st, err);
-        return NULL;
-    }
-    if (cred->hold_ms == 0)
-        return st->scratch;
+    for (i = 0; i < INJECT_HOLD_MAX; i++)
+        if (st->hold[i].secret != NULL && strcmp(st->hold[i].name, name) == 0 &&
+            (now_us == 0 || st->hold[i].expires_us > now_us))
+            return &st->hold[i];
+    return NULL;
+}
+
+/* Keeps a copy of a freshly unsealed secret for hold_ms (locked to locked memory). */
+static void
+hold_keep(struct inject_state *st, const struct policy_credential *cred, const struct secbuf *s)
+{
+    struct inject_hold *slot = NULL;
+    struct secbuf *held;
+    size_t i;
+
     for (i = 0; i < INJECT_HOLD_MAX && slot == NULL; i++)
         if (st->hold[i].secret == NULL || strcmp(st->hold[i].name, cred->name) == 0)
             slot = &st->hold[i];
-    if (slot == NULL || (held = secbuf_new(st->scratch->len + 1)) == NULL)
-        return st->scratch; /* no room to hold: used once, like hold: 0s */
-    secbuf_append(held, st->scratch->data, st->scratch->len);
+    if (slot == NULL || (held = secbuf_new(s->len + 1)) == NULL)
+        return; /* no room to hold: used once, like hold: 0s */
+    secbuf_append(held, s->data, s->len);
     hold_wipe(slot);
     util_strlcpy(slot->name, cred->name, sizeof(slot->name));
     slot->secret = held;
     slot->expires_us = util_now_us() + cred->hold_ms * 1000;
-    return held;
+}
+
+/* The worker's answer, on the loop thread: continue the parked exchange. */
+static void
+on_unsealed(void *arg, struct unseal_job *job, const struct err *err)
+{
+    struct conn *c = arg;
+    const struct policy_credential *cred = c->ex.rule->credential;
+
+    c->unseal_job = job;
+    c->unseal_ready = job != NULL;
+    if (job != NULL && cred->hold_ms > 0)
+        hold_keep(c->px->inject, cred, unseal_job_secret(job));
+    forward_unsealed(c, err);
+}
+
+/*
+ * Before the request head is written: 1 when the credential is at hand (held, or the
+ * worker has answered), 0 when a job was queued (the exchange parks until
+ * forward_unsealed), -1 with err when the token cannot be asked now (fail closed).
+ */
+int
+inject_begin(struct conn *c, struct err *err)
+{
+    const struct policy_credential *cred = c->ex.rule->credential;
+    struct inject_state *st = c->px->inject;
+
+    if (c->unseal_job != NULL)
+        return c->unseal_ready ? 1 : 0;
+    if (cred->hold_ms > 0 && hold_find(st, cred->name, util_now_us()) != NULL)
+        return 1;
+    c->unseal_job = unseal_submit(st->worker, c->pol, cred->name, on_unsealed, c, err);
+    c->unseal_ready = 0;
+    return c->unseal_job == NULL ? -1 : 0;
+}
+
+/* Drops the exchange's job: a queued or running one is cancelled (its result is wiped
+ * when it comes), an answered one is wiped now. */
+void
+inject_cancel(struct conn *c)
+{
+    if (c->unseal_job == NULL)
+        return;
+    if (c->unseal_ready)
+        unseal_job_release(c->unseal_job);
+    else
+        unseal_job_cancel(c->unseal_job);
+    c->unseal_job = NULL;
+    c->unseal_ready = 0;
+}
+
+/* The plaintext inject_begin found: the worker's answer or a held copy. */
+static const struct secbuf *
+unsealed(struct conn *c, const struct policy_credential *cred, struct err *err)
+{
+    struct inject_hold *h;
+
+    if (c->unseal_job != NULL && c->unseal_ready)
+        return unseal_job_secret(c->unseal_job);
+    /* inject_begin saw it live a moment ago; the sweep has not run since. */
+    if ((h = hold_find(c->px->inject, cred->name, 0)) != NULL)
+        return h->secret;
+    err_set(err, ERR_INTERNAL, "credential %s was not unsealed", cred->name);
+    return NULL;
 }
 
 /* A secret that could end the header line would let a credential smuggle headers. */
@@ -298,17 +314,20 @@ inject_header(struct conn *c, struct evbuffer *out, struct err *err)
     const struct policy_credential *cred = c->ex.rule->credential;
     struct inject_state *st = c->px->inject;
     const char *at = strstr(cred->format, "{secret}");
+    int rc = 0;
     size_t prefix = (size_t)(at - cred->format), need;
     const struct secbuf *secret;
     struct inject_line *line = NULL;
     struct secbuf *sb;
 
-    if ((secret = unseal(c->px, c->pol, cred, err)) == NULL)
+    if ((secret = unsealed(c, cred, err)) == NULL) {
+        inject_cancel(c);
         return -1;
+    }
     need = strlen(cred->header) + 2 + strlen(cred->format) - 8 + secret->len + 2;
     if (!header_value_safe(secret->data, secret->len) || need > INJECT_LINE_MAX ||
         (line = line_get(st->pool, need)) == NULL) {
-        secbuf_wipe(st->scratch);
+        inject_cancel(c); /* wipes the worker's copy */
         return err_set(err, ERR_CRYPTO, "credential %s cannot be used in a header", cred->name);
     }
     sb = line->sb;
@@ -318,10 +337,10 @@ inject_header(struct conn *c, struct evbuffer *out, struct err *err)
     secbuf_append(sb, secret->data, secret->len);
     secbuf_append(sb, at + 8, strlen(at + 8));
     secbuf_append(sb, "\r\n", 2);
-    secbuf_wipe(st->scratch);
+    inject_cancel(c); /* the worker's copy is wiped: only the line holds the secret now */
     if (evbuffer_add_reference(out, sb->data, sb->len, line_release, line) == -1) {
         line_release(sb->data, sb->len, line);
-        return err_set(err, ERR_INTERNAL, "cannot queue the credential");
+        rc = err_set(err, ERR_INTERNAL, "cannot queue the credential");
     }
-    return 0;
+    return rc;
 }

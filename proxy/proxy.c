@@ -194,6 +194,7 @@ conn_free(struct conn *c)
     if (c->dial != NULL)
         dial_cancel(c->dial);
     hold_cancel(c);
+    inject_cancel(c); /* a running unseal's result is wiped when it comes */
     if (c->ex_active && c->ex.decision != NULL)
         conn_audit(c);
     http_msg_clear(&c->ex.req);

@@ -32,6 +32,7 @@ enum conn_state {
     CS_DIALING,   /* a request (or tunnel) is waiting for its upstream */
     CS_HOLD_BODY, /* buffering the body of a request that needs approval */
     CS_HELD,      /* waiting in the approvals queue */
+    CS_UNSEAL,    /* upstream ready, waiting for the token worker's unseal (inject.c) */
     CS_EXCHANGE,  /* request and response in flight */
     CS_TUNNEL,    /* blind relay */
     CS_CLOSING,   /* flushing a final response, then free */
@@ -74,6 +75,7 @@ struct exchange {
 };
 
 struct dial;
+struct unseal_job;
 struct splice_relay;
 
 struct conn {
@@ -100,6 +102,8 @@ struct conn {
     char up_host[NET_HOST_MAX + 1];
     uint16_t up_port;
     struct dial *dial;
+    struct unseal_job *unseal_job; /* the exchange's credential unseal (inject.c) */
+    int unseal_ready;              /* unseal_job has answered and holds the secret */
     struct event *timer;
     struct exchange ex;
     int ex_active;
@@ -165,6 +169,7 @@ void socks_connect_decide(struct conn *c);
 /* forward.c: relaying one exchange */
 void forward_start(struct conn *c);
 int forward_client_data(struct conn *c);
+void forward_unsealed(struct conn *c, const struct err *err);
 void request_redial(struct conn *c);
 void request_proceed(struct conn *c);
 
@@ -176,8 +181,10 @@ void hold_cancel(struct conn *c);
 struct hsm_config;
 int inject_init(struct proxy *px);
 void inject_free(struct proxy *px);
+int inject_begin(struct conn *c, struct err *err);
+void inject_cancel(struct conn *c);
 int inject_header(struct conn *c, struct evbuffer *out, struct err *err);
-int inject_unseal_named(struct proxy *px, const struct policy *p, const char *name,
+int inject_unseal_named(struct proxy *px, struct policy *p, const char *name,
     struct secbuf **out, struct err *err);
 
 /* intercept.c: TLS interception (a no-op build without the TLS toolkit) */

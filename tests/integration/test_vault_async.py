@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""A token that hangs must not stall the daemon (SPEC 10, token worker): with swtpm stopped
+(SIGSTOP) an injected request waits for the token worker while a plain allowed request on
+another connection is served at once; the injected one is answered 503 vault-unavailable
+by the unseal deadline (5 s) and the origin never sees it; while the token stays stuck
+further injected requests fail at once; after SIGCONT injection works again.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import harness as h
+from harness import check, eq, test
+from fault_dev_util import SECRET, Backend, ProxyClient
+from fault_dev_util import vault_cli as cli
+
+DEADLINE_S = 5.0
+
+
+def bearer_of(rec):
+    return [v for k, v in rec["headers"] if k.lower() == "authorization"]
+
+
+def config(origin, backend):
+    cfg = h.base_config([
+        h.rule("api", ports=[origin.port], action="inject", credential="gh",
+               allow_cleartext=True),
+        h.rule("plain", host="plain.example.test", ports=[origin.port]),
+    ], vault=backend.vault, credentials={"gh": {"header": "Authorization",
+                                                "format": "Bearer {secret}"}})
+    cfg["resolve"]["plain.example.test"] = "127.0.0.1"
+    return cfg
+
+
+def swtpm_pid(b):
+    with open(os.path.join(b.dir, "swtpm.pid")) as f:
+        return int(f.read().strip())
+
+
+class Bg:
+    """One GET on its own connection in a thread; result is (status, headers, body, secs)."""
+
+    def __init__(self, d, host, port, path):
+        self.client = ProxyClient(d, host=host, port=port, timeout=30.0)
+        self.path, self.result = path, None
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        t0 = time.monotonic()
+        status, hdrs, body = self.client.get(self.path)
+        self.result = (status, hdrs, body, time.monotonic() - t0)
+        self.client.close()
+
+    def wait(self, timeout):
+        self.t.join(timeout)
+        check(self.result is not None, "no answer to %s within %.0f s" % (self.path, timeout))
+        return self.result
+
+
+def timed_get(d, host, port, path):
+    c = ProxyClient(d, host=host, port=port, timeout=30.0)
+    t0 = time.monotonic()
+    try:
+        status, hdrs, body = c.get(path)
+    finally:
+        c.close()
+    return status, hdrs, body, time.monotonic() - t0
+
+
+@test
+def stopped_swtpm_stalls_only_injection():
+    b = Backend("tpm2")
+    pid = None
+    try:
+        with h.Origin() as o, h.Daemon(config(o, b)) as d:
+            eq(cli(d, "init")[0], 0, "init")
+            eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
+            want = "Bearer " + SECRET.decode()
+            status, _, _, _ = timed_get(d, "api.example.test", o.port, "/before")
+            eq(status, 200, "injected request before the stall")
+
+            pid = swtpm_pid(b)
+            os.kill(pid, signal.SIGSTOP)
+            stuck = Bg(d, "api.example.test", o.port, "/stuck")
+            time.sleep(0.3)  # the injected request is parked on the worker by now
+            status, _, _, secs = timed_get(d, "plain.example.test", o.port, "/plain")
+            eq(status, 200, "plain request while the token hangs")
+            check(secs < 1.0, "plain request took %.2f s while the token hangs" % secs)
+            check(stuck.result is None, "injected request answered before the deadline",
+                  stuck.result)
+
+            status, hdrs, body, secs = stuck.wait(DEADLINE_S + 10)
+            eq((status, hdrs.get("x-airlock-decision")), (503, "vault-unavailable"),
+               "injected request while the token hangs")
+            check(DEADLINE_S - 0.5 < secs + 0.3 < DEADLINE_S + 3,
+                  "answered after %.2f s, not by the %.0f s deadline" % (secs, DEADLINE_S))
+            check(SECRET not in body, "secret in a generated body")
+
+            # Still stuck: further injected requests fail at once, plain ones still pass.
+            status, hdrs, _, secs = timed_get(d, "api.example.test", o.port, "/failfast")
+            eq((status, hdrs.get("x-airlock-decision")), (503, "vault-unavailable"),
+               "injected request while the token is known stuck")
+            check(secs < 1.0, "fail-fast answer took %.2f s" % secs)
+            status, _, _, secs = timed_get(d, "plain.example.test", o.port, "/plain2")
+            eq(status, 200, "plain request after the deadline")
+
+            os.kill(pid, signal.SIGCONT)
+            pid = None
+            ok = None
+            for i in range(100):  # bounded: about 20 s
+                status, _, body, _ = timed_get(d, "api.example.test", o.port, "/after/%d" % i)
+                if status == 200:
+                    ok = i
+                    break
+                eq(status, 503, "answer while the token comes back")
+                time.sleep(0.2)
+            check(ok is not None, "injection did not resume after SIGCONT")
+
+            paths = [r["path"] for r in o.requests]
+            check("/stuck" not in paths and "/failfast" not in paths,
+                  "the origin saw a request the credential could not be had for", paths)
+            for rec in o.requests:
+                if rec["path"].startswith("/plain"):
+                    eq(bearer_of(rec), [], "credential on a plain request")
+                else:
+                    eq(bearer_of(rec), [want], "credential on %s" % rec["path"])
+            check("/after/%d" % ok in paths, "resumed injection at the origin", paths)
+            recs = d.wait_audit(5 + ok + 1)
+            by_path = {r.get("path"): r["decision"] for r in recs}
+            eq(by_path.get("/stuck"), "vault-unavailable", "audit of the stuck request")
+            eq(by_path.get("/failfast"), "vault-unavailable", "audit of the fail-fast request")
+            check("did not answer within" in d.log_text(), "deadline not logged")
+            check(d.alive(), "daemon still running")
+            eq(d.stop(), 0, "exit status")
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+        b.close()
+
+
+@test
+def shutdown_finishes_an_exchange_parked_on_the_token():
+    """SIGTERM while an injected exchange is parked on a stopped swtpm: the daemon drains
+    (it does not exit under the exchange, nor free it while its job runs); once the token
+    answers the exchange completes injected and the daemon exits cleanly (ASan checks)."""
+    b = Backend("tpm2")
+    pid = None
+    try:
+        with h.Origin() as o, h.Daemon(config(o, b)) as d:
+            eq(cli(d, "init")[0], 0, "init")
+            eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
+            pid = swtpm_pid(b)
+            os.kill(pid, signal.SIGSTOP)
+            stuck = Bg(d, "api.example.test", o.port, "/parked")
+            time.sleep(0.5)
+            d.proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            check(d.alive(), "daemon exited with an exchange in flight")
+            check(stuck.result is None, "parked exchange answered early", stuck.result)
+            os.kill(pid, signal.SIGCONT)
+            pid = None
+            status, _, _, _ = stuck.wait(DEADLINE_S + 10)
+            eq(status, 200, "the parked exchange after the token answered")
+            eq([bearer_of(r) for r in o.requests], [["Bearer " + SECRET.decode()]],
+               "credential at the origin")
+            eq(d.stop(), 0, "exit status")
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+        b.close()
+
+
+if __name__ == "__main__":
+    h.run()
