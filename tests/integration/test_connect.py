@@ -2,7 +2,8 @@
 """CONNECT end to end: HTTPS from real curl through an airlockd blind tunnel to a TLS
 origin using the test PKI (curl verifies the origin's own certificate, so the bytes were
 not touched); denied and rule-less CONNECTs get 403 and never dial the target; audit
-records say via "connect".
+records say via "connect". The blind relay (splice) also carries bytes sent with the
+CONNECT head, half-closes, and websockets after a 101.
 """
 
 import contextlib
@@ -35,9 +36,11 @@ def audit_since(d, n0, pred, count=1, timeout=5.0):
 class EofOrigin:
     """Accepts connections one at a time, reads each to EOF, then answers
     b"got LEN SHA256" and closes: it only answers once the client's half-close has come
-    through the tunnel."""
+    through the tunnel. With upgrade, it first reads a request head and answers
+    101 Switching Protocols followed by b"server-first" (a websocket origin)."""
 
-    def __init__(self):
+    def __init__(self, upgrade=False):
+        self.upgrade = upgrade
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -55,6 +58,15 @@ class EofOrigin:
                 continue
             with c:
                 c.settimeout(10)
+                if self.upgrade:
+                    head = b""
+                    while b"\r\n\r\n" not in head and len(head) < 65536:
+                        chunk = c.recv(4096)
+                        if not chunk:
+                            break
+                        head += chunk
+                    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                              b"Connection: Upgrade\r\n\r\nserver-first")
                 data = h.recv_all(c, timeout=10, limit=64 << 20)
                 c.sendall(b"got %d %s" % (len(data), hashlib.sha256(data).hexdigest().encode()))
 
@@ -70,12 +82,13 @@ class EofOrigin:
 @contextlib.contextmanager
 def fixture():
     with h.Origin(tls=TLS) as tls_o, h.Origin() as plain_o, h.CountingListener() as trap, \
-            EofOrigin() as eof_o:
-        S.update(tls=tls_o, plain=plain_o, trap=trap, eof=eof_o)
+            EofOrigin() as eof_o, EofOrigin(upgrade=True) as ws_o:
+        S.update(tls=tls_o, plain=plain_o, trap=trap, eof=eof_o, ws=ws_o)
         rules = [
             h.rule("tls-api", ports=[tls_o.port], action="allow"),
             h.rule("plain-api", ports=[plain_o.port], action="allow"),
             h.rule("eof-api", ports=[eof_o.port], action="allow"),
+            h.rule("ws-api", ports=[ws_o.port], action="allow"),
             h.rule("trap-deny", host="denied.example.test", ports=[trap.port], action="deny"),
         ]
         cfg = h.base_config(rules, resolve={"api.example.test": "127.0.0.1",
@@ -189,6 +202,42 @@ def half_close_and_early_bytes_through_tunnel(d):
     eq(recs[0].get("bytes_up"), len(sent), "audit bytes_up")
     eq(recs[0].get("bytes_down"), len(want), "audit bytes_down")
     eq(recs[0].get("status"), 200, "audit status")
+
+
+@test
+def websocket_after_101_is_relayed_both_ways(d):
+    # After a 101 the connection becomes a blind relay (spliced between the two sockets):
+    # bytes the origin sent with its 101 arrive, an upload and the half-close go through,
+    # the answer comes back, and the audit line has status 101 and the relayed bytes.
+    n0 = len(d.audit_records())
+    port = S["ws"].port
+    body = os.urandom(1024 * 1024 + 5)
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=10)
+    try:
+        s.sendall(("GET http://api.example.test:%d/ws HTTP/1.1\r\nHost: api.example.test:%d\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                   "Proxy-Authorization: %s\r\n\r\n" % (port, port, h.basic_auth())).encode())
+        got, deadline = b"", time.monotonic() + h.scaled(10)
+        while not got.endswith(b"server-first") and time.monotonic() < deadline:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        check(got.startswith(b"HTTP/1.1 101 "), "no 101 through the proxy", got)
+        check(got.endswith(b"\r\n\r\nserver-first"), "origin's first bytes after the 101", got)
+        s.sendall(body)
+        s.shutdown(socket.SHUT_WR)
+        answer = h.recv_all(s, timeout=10)
+    finally:
+        s.close()
+    want = b"got %d %s" % (len(body), hashlib.sha256(body).hexdigest().encode())
+    eq(answer, want, "origin's answer after the half-close")
+    recs = audit_since(d, n0, lambda x: x.get("port") == port)
+    check(len(recs) == 1, "no audit record for the websocket")
+    eq(recs[0].get("status"), 101, "audit status")
+    eq(recs[0].get("bytes_up"), len(body), "audit bytes_up")
+    eq(recs[0].get("bytes_down"), len(b"server-first") + len(want), "audit bytes_down")
 
 
 @test
