@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -295,8 +296,7 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static int
-job_prepare(struct unseal_worker *w, struct unseal_job *j, struct policy *p, const char *name,
-            struct err *err)
+job_prepare(struct unseal_job *j, struct policy *p, const char *name, struct err *err)
 {
     if (p->vault.backend == POLICY_BACKEND_NONE) {
         err_set(err, ERR_USAGE, "no vault configured");
@@ -335,7 +335,7 @@ unseal_submit(struct unseal_worker *w, struct policy *p, const char *name, unsea
         err_set(err, ERR_INTERNAL, "out of memory");
         return NULL;
     }
-    if (job_prepare(w, j, p, name, err) == -1) {
+    if (job_prepare(j, p, name, err) == -1) {
         job_free(j);
         return NULL;
     }
@@ -376,7 +376,7 @@ unseal_sync(struct unseal_worker *w, struct policy *p, const char *name, struct 
         return -1;
     if ((j = job_new(w, 1)) == NULL)
         return err_set(err, ERR_INTERNAL, "out of memory");
-    if (job_prepare(w, j, p, name, err) == -1) {
+    if (job_prepare(j, p, name, err) == -1) {
         job_free(j);
         return -1;
     }
@@ -426,6 +426,8 @@ struct unseal_worker *
 unseal_worker_new(struct event_base *base, uint64_t deadline_ms, struct err *err)
 {
     struct unseal_worker *w;
+    sigset_t all, old;
+    int rc;
 
     if ((w = calloc(1, sizeof(*w))) == NULL) {
         err_set(err, ERR_INTERNAL, "out of memory");
@@ -448,8 +450,13 @@ unseal_worker_new(struct event_base *base, uint64_t deadline_ms, struct err *err
         err_set(err, ERR_INTERNAL, "out of memory");
         goto fail;
     }
-    if ((errno = pthread_create(&w->thread, NULL, worker_main, w)) != 0) {
-        err_set(err, ERR_INTERNAL, "cannot start the token worker: %s", strerror(errno));
+    /* The worker takes no signals: they stay with the loop thread (libevent's handlers). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&w->thread, NULL, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        err_set(err, ERR_INTERNAL, "cannot start the token worker: %s", strerror(rc));
         goto fail;
     }
     return w;
