@@ -135,7 +135,7 @@ parse_header_line(struct http_msg *msg, char *line, int *status)
         e--;
     *e = '\0';
     *colon = '\0';
-    if (msg->nhdrs >= HTTP_MAX_HEADERS) {
+    if (msg->nhdrs >= HTTP_MAX_HEADERS || msg->nhdrs >= msg->hdrs_cap) {
         *status = 431;
         return -1;
     }
@@ -143,6 +143,28 @@ parse_header_line(struct http_msg *msg, char *line, int *status)
     msg->hdrs[msg->nhdrs].value = v;
     msg->nhdrs++;
     return 0;
+}
+
+/*
+ * The header table, sized to the head: at most one header per line after the start line.
+ * Allocated per message rather than embedded (HTTP_MAX_HEADERS slots are 1.6 KB) so an
+ * idle connection holds none; more lines than HTTP_MAX_HEADERS still get their 431.
+ */
+static int
+alloc_headers(struct http_msg *msg, size_t len)
+{
+    size_t lines = 0;
+    const char *p = msg->raw, *end = msg->raw + len;
+
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        lines++;
+        p++;
+    }
+    msg->hdrs_cap = lines > HTTP_MAX_HEADERS ? HTTP_MAX_HEADERS : lines;
+    if (msg->hdrs_cap == 0)
+        return 0;
+    msg->hdrs = calloc(msg->hdrs_cap, sizeof(*msg->hdrs));
+    return msg->hdrs != NULL ? 0 : -1;
 }
 
 /*
@@ -169,6 +191,10 @@ split_head(const char *head, size_t len, struct http_msg *msg, int skip_crlf, in
     }
     memcpy(msg->raw, head, len);
     msg->raw[len] = '\0';
+    if (alloc_headers(msg, len) == -1) {
+        *status = 503;
+        return NULL;
+    }
     p = msg->raw;
     end = msg->raw + len;
     while (skip_crlf && end - p >= 2 && p[0] == '\r' && p[1] == '\n') {
@@ -441,6 +467,7 @@ http_msg_clear(struct http_msg *msg)
     if (msg == NULL)
         return;
     free(msg->raw);
+    free(msg->hdrs);
     memset(msg, 0, sizeof(*msg));
 }
 

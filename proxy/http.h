@@ -38,8 +38,8 @@ struct http_msg {
     int status;            /* response */
     char *reason;
     int version_minor;     /* 0 or 1 (HTTP/1.0 or 1.1); anything else is refused */
-    struct http_hdr hdrs[HTTP_MAX_HEADERS];
-    size_t nhdrs;
+    struct http_hdr *hdrs; /* owned, sized to the head's line count (<= HTTP_MAX_HEADERS) */
+    size_t nhdrs, hdrs_cap;
     enum http_body body;   /* Content-Length: 0 is HTTP_BODY_NONE */
     uint64_t content_length;
     int keep_alive;        /* HTTP/1.1 default on unless Connection: close; 1.0 needs keep-alive */
@@ -62,7 +62,7 @@ int http_parse_request(const char *head, size_t len, struct http_msg *msg, int *
  */
 int http_parse_response(const char *head, size_t len, const char *req_method,
     struct http_msg *msg);
-void http_msg_clear(struct http_msg *msg); /* frees raw, zeroes; NULL is a no-op */
+void http_msg_clear(struct http_msg *msg); /* frees raw and hdrs, zeroes; NULL: no-op */
 /* First header of that name (case-insensitive), or NULL. */
 const char *http_msg_header(const struct http_msg *msg, const char *name);
 int http_msg_header_count(const struct http_msg *msg, const char *name);

@@ -132,13 +132,28 @@ conn_clear_timer(struct conn *c)
     evtimer_del(c->timer);
 }
 
+/*
+ * Frees what the exchange holds on the heap (the request and response heads with their
+ * header tables, the path); its id, target, counters and decision stay for the audit line
+ * and the send watchdog. An idle connection keeps only the fixed-size struct.
+ */
+void
+conn_exchange_release(struct conn *c)
+{
+    http_msg_clear(&c->ex.req);
+    http_msg_clear(&c->ex.resp);
+    free(c->ex.path_buf);
+    c->ex.path_buf = NULL;
+    c->ex.path = "";
+}
+
 /* Starts a fresh exchange on c: new id, clock started, any earlier message released. */
 void
 conn_exchange_begin(struct conn *c)
 {
-    http_msg_clear(&c->ex.req);
-    http_msg_clear(&c->ex.resp);
+    conn_exchange_release(c);
     memset(&c->ex, 0, sizeof(c->ex));
+    c->ex.path = "";
     conn_new_id(c->ex.id);
     c->ex.start_us = util_now_us();
     c->ex_active = 1;
@@ -197,8 +212,7 @@ conn_free(struct conn *c)
     inject_cancel(c); /* a running unseal's result is wiped when it comes */
     if (c->ex_active && c->ex.decision != NULL)
         conn_audit(c);
-    http_msg_clear(&c->ex.req);
-    http_msg_clear(&c->ex.resp);
+    conn_exchange_release(c);
     splice_relay_free(c->splice); /* its events watch the fds freed below */
     if (c->up != NULL)
         bufferevent_free(c->up);
@@ -323,6 +337,7 @@ accept_common(struct proxy *px, evutil_socket_t fd, struct sockaddr *sa, enum co
     c->via = kind == CONN_HTTP ? "http" : "socks5";
     net_format_addr(sa, c->peer, sizeof(c->peer));
     util_strlcpy(c->agent, "-", sizeof(c->agent));
+    c->ex.path = "";
     c->client = bufferevent_socket_new(px->deps.base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(px->deps.base, conn_timer_cb, c);
     TAILQ_INSERT_TAIL(&px->conns, c, link);
@@ -343,7 +358,9 @@ accept_common(struct proxy *px, evutil_socket_t fd, struct sockaddr *sa, enum co
         bufferevent_setcb(c->client, socks_client_readcb, NULL, http_client_eventcb, c);
         conn_set_timer(c, c->pol->header_timeout_ms);
     }
-    bufferevent_enable(c->client, EV_READ | EV_WRITE);
+    /* Writing is enabled from birth: the write event is armed once output is queued.
+     * Enabling it here would arm it on an empty buffer (two epoll_ctl and a wake-up). */
+    bufferevent_enable(c->client, EV_READ);
 }
 
 static void

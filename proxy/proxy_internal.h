@@ -45,7 +45,10 @@ struct exchange {
     struct http_msg req;
     const char *origin;          /* request target in origin-form (points into req.raw) */
     char method[32];
-    char path[PROXY_PATH_MAX];   /* without query */
+    /* Without query: "" until the target is parsed, then path_buf. Heap, not an array:
+     * an idle keep-alive connection holds no PROXY_PATH_MAX buffer. */
+    char *path;
+    char *path_buf;             /* owned; shorter than PROXY_PATH_MAX */
     char host[NET_HOST_MAX + 1];
     uint16_t port;
     const struct policy_rule *rule;
@@ -148,6 +151,7 @@ void conn_clear_timer(struct conn *c);
 void conn_watch_client(struct conn *c);
 void conn_new_id(char id[7]);
 void conn_exchange_begin(struct conn *c);
+void conn_exchange_release(struct conn *c);
 void conn_refuse_stream(struct conn *c, const char *decision);
 
 /* respond.c: generated responses and audit lines */

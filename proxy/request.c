@@ -105,6 +105,23 @@ host_header_matches(struct conn *c)
     return strcmp(host, ex->host) == 0 ? 1 : -1;
 }
 
+/* ex->path = the origin-form target without its query, in a buffer of just its size. */
+static int
+exchange_set_path(struct exchange *ex)
+{
+    size_t len = strcspn(ex->origin, "?");
+
+    if (len >= PROXY_PATH_MAX || (ex->path_buf = malloc(len + 1)) == NULL)
+        return -1;
+    if (http_path_only(ex->origin, ex->path_buf, len + 1) == -1) {
+        free(ex->path_buf);
+        ex->path_buf = NULL;
+        return -1;
+    }
+    ex->path = ex->path_buf;
+    return 0;
+}
+
 /* Where the request goes: absolute-form on the HTTP listener, the fixed target otherwise. */
 static int
 find_target(struct conn *c, const char **why)
@@ -126,7 +143,7 @@ find_target(struct conn *c, const char **why)
         ex->origin = ex->req.target;
     }
     *why = "request path too long";
-    return http_path_only(ex->origin, ex->path, sizeof(ex->path));
+    return exchange_set_path(ex);
 }
 
 /* Begins an exchange for a head of head_len bytes at the front of the client input. */
@@ -461,8 +478,7 @@ socks_connect_decide(struct conn *c)
 void
 request_next(struct conn *c)
 {
-    http_msg_clear(&c->ex.req);
-    http_msg_clear(&c->ex.resp);
+    conn_exchange_release(c);
     c->ex_active = 0;
     c->state = CS_HEAD;
     c->head_timer = 0;

@@ -177,6 +177,8 @@ test_request_good(void **state)
     assert_string_equal(m.target, "http://api.example.com/x?y=1");
     assert_int_equal(m.version_minor, 1);
     assert_int_equal(m.nhdrs, 7);
+    /* The header table is sized to the head, not HTTP_MAX_HEADERS slots per message. */
+    assert_true(m.hdrs_cap >= m.nhdrs && m.hdrs_cap <= 10);
     assert_int_equal(m.body, HTTP_BODY_LENGTH);
     assert_int_equal(m.content_length, 12);
     assert_true(m.keep_alive);
@@ -190,6 +192,7 @@ test_request_good(void **state)
     assert_null(http_msg_header(&m, "Nope"));
     http_msg_clear(&m);
     assert_null(m.raw);
+    assert_null(m.hdrs);
     http_msg_clear(&m);
     http_msg_clear(NULL);
 
