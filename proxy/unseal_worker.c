@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "common/log.h"
 #include "common/util.h"
 #include "proxy/unseal_worker.h"
@@ -97,6 +99,7 @@ worker_run(struct unseal_worker *w, struct unseal_job *j)
 
     err_clear(&j->err);
     j->rc = -1;
+    ERR_clear_error(); /* this thread's OpenSSL queue: a stale entry must not fail a job */
     if ((v = worker_vault(w, j, &j->err)) == NULL)
         return;
     if (j->sync)
