@@ -26,7 +26,8 @@ struct audit {
     char *path;
     off_t size;       /* bytes of complete lines; a short write is truncated back to it */
     char prev[SHA256_HEX_LEN + 1];
-    int dirty;        /* written since the last fdatasync */
+    /* The fdatasync thread, and an error of it for the next record to fail on. */
+    struct audit_syncer sync;
     int broken;       /* a short write could not be undone: refuse further records */
     off_t reserved;   /* end of the room allocated past size by audit_reserve() */
     int no_fallocate; /* the file system cannot reserve: rely on the write failing */
@@ -140,6 +141,7 @@ audit_open(const char *path, struct err *err)
 {
     struct audit *a;
     struct stat st;
+    int rc;
 
     if ((a = calloc(1, sizeof(*a))) == NULL) {
         err_set(err, ERR_INTERNAL, "%s: out of memory", path);
@@ -164,6 +166,10 @@ audit_open(const char *path, struct err *err)
     a->size = st.st_size;
     if (drop_torn_tail(a, err) == -1 || load_chain_head(a, err) == -1)
         goto fail;
+    if ((rc = audit_syncer_start(&a->sync, a->fd, a->path)) != 0) {
+        err_set(err, ERR_INTERNAL, "%s: cannot start the sync thread: %s", path, strerror(rc));
+        goto fail;
+    }
     return a;
 fail:
     audit_close(a);
@@ -211,11 +217,15 @@ audit_log(struct audit *a, const struct audit_record *rec, struct err *err)
     char next[SHA256_HEX_LEN + 1];
     size_t len;
     ssize_t n;
+    int e;
 
     if (a == NULL)
         return 0;
     if (a->broken)
         return err_set(err, ERR_IO, "%s: log is unusable after a failed write", a->path);
+    /* Records already written may be lost: refuse this one, as for a failed write. */
+    if ((e = audit_syncer_take_error(&a->sync)) != 0)
+        return err_set(err, ERR_IO, "%s: fdatasync: %s", a->path, strerror(e));
     len = audit_line_encode(a->line, rec, timestamp(a), a->prev);
     /* Hashed before the write: a line on disk always has its successor's prev ready. */
     if (line_hash(a, a->line, len - 1, next) == -1)
@@ -232,7 +242,7 @@ audit_log(struct audit *a, const struct audit_record *rec, struct err *err)
     }
     memcpy(a->prev, next, sizeof(next));
     a->size += (off_t)len;
-    a->dirty = 1;
+    audit_syncer_wrote(&a->sync);
     return 0;
 }
 
@@ -272,13 +282,12 @@ audit_reserve(struct audit *a, struct err *err)
 int
 audit_sync(struct audit *a)
 {
-    if (a == NULL || !a->dirty)
+    if (a == NULL)
         return 0;
-    if (fdatasync(a->fd) == -1) {
+    if (audit_syncer_sync_now(&a->sync) == -1) {
         log_warn("audit: %s: fdatasync: %s", a->path, strerror(errno));
         return -1;
     }
-    a->dirty = 0;
     return 0;
 }
 
@@ -287,8 +296,9 @@ audit_close(struct audit *a)
 {
     if (a == NULL)
         return;
+    audit_syncer_stop(&a->sync);
     if (a->fd >= 0) {
-        (void)audit_sync(a);
+        (void)audit_sync(a); /* the last sync, on the caller (shutdown), after the thread's */
         /* Same size: frees only the blocks reserved past the end (ext4, xfs, tmpfs). */
         if (a->reserved > a->size && !a->broken && ftruncate(a->fd, a->size) == -1)
             log_warn("audit: %s: cannot give back the reserve: %s", a->path, strerror(errno));
@@ -299,4 +309,16 @@ audit_close(struct audit *a)
     free(a->line);
     free(a->path);
     free(a);
+}
+
+void
+audit_test_fail_next_sync(struct audit *a, int errnum)
+{
+    atomic_store(&a->sync.test_fail_errno, errnum);
+}
+
+unsigned
+audit_test_syncs(struct audit *a)
+{
+    return atomic_load(&a->sync.syncs);
 }

@@ -17,6 +17,8 @@
 /* Room kept allocated past the end of the log for records still to come (audit_reserve). */
 #define AUDIT_RESERVE_BYTES (128 * 1024)
 #define AUDIT_RESERVE_LOW (32 * 1024)
+/* A written record reaches the disk (fdatasync, on a thread of the log's own) within this. */
+#define AUDIT_SYNC_MS 100
 
 /*
  * One decision. NULL strings are written as JSON null; port 0 and status 0 as null.
@@ -41,9 +43,10 @@ struct audit;
 struct audit *audit_open(const char *path, struct err *err);
 /*
  * Appends one record (keys in SPEC order, ts first, prev last) with one write(). -1 when
- * the write fails or is short: the caller must then deny (fail closed). A short write is
- * truncated back so the file never holds a partial line. a == NULL (no audit configured,
- * tests) is a no-op returning 0.
+ * the write fails or is short, or when a background fdatasync failed since the last record
+ * (this record is then not written): the caller must then deny (fail closed). A short
+ * write is truncated back so the file never holds a partial line. a == NULL (no audit
+ * configured, tests) is a no-op returning 0.
  */
 int audit_log(struct audit *a, const struct audit_record *rec, struct err *err);
 /*
@@ -55,9 +58,14 @@ int audit_log(struct audit *a, const struct audit_record *rec, struct err *err);
  * fallocate counts as ready (the write itself then fails closed). a == NULL: 0.
  */
 int audit_reserve(struct audit *a, struct err *err);
-/* fdatasync if anything was written since the last sync. 0 / -1. */
+/*
+ * fdatasync on the calling thread if anything was written since the last sync. 0 / -1.
+ * Not needed for durability: a thread of the log's own (started by audit_open) syncs each
+ * record within AUDIT_SYNC_MS; when that sync fails, the next audit_log fails (and writes
+ * nothing), so the caller denies as for a failed write.
+ */
 int audit_sync(struct audit *a);
-/* Syncs, gives back the unused reserve and closes. NULL is a no-op. */
+/* Stops the sync thread, syncs, gives back the unused reserve and closes. NULL: no-op. */
 void audit_close(struct audit *a);
 
 /*

@@ -28,7 +28,6 @@
 #include "proxy/proxy.h"
 
 #define DAEMON_DRAIN_MS 10000
-#define AUDIT_SYNC_MS 100
 
 
 
@@ -149,14 +148,6 @@ on_sigterm(evutil_socket_t sig, short what, void *arg)
     proxy_drain(d->proxy, DAEMON_DRAIN_MS, on_drained, d);
 }
 
-static void
-on_sync_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct daemon *d = arg;
-
-    (void)audit_sync(d->audit);
-}
-
 static int
 make_dir(const char *path)
 {
@@ -169,7 +160,6 @@ static int
 daemon_start(struct daemon *d, struct err *err)
 {
     struct proxy_deps deps;
-    struct timeval sync_tv = {0, AUDIT_SYNC_MS * 1000};
 
     if (secmem_harden_process() == -1)
         log_warn("cannot disable core dumps: %s", strerror(errno));
@@ -204,13 +194,11 @@ daemon_start(struct daemon *d, struct err *err)
     d->sighup = evsignal_new(d->base, SIGHUP, on_sighup, d);
     d->sigterm = evsignal_new(d->base, SIGTERM, on_sigterm, d);
     d->sigint = evsignal_new(d->base, SIGINT, on_sigterm, d);
-    d->sync_timer = event_new(d->base, -1, EV_PERSIST, on_sync_timer, d);
-    if (d->sighup == NULL || d->sigterm == NULL || d->sigint == NULL || d->sync_timer == NULL)
+    if (d->sighup == NULL || d->sigterm == NULL || d->sigint == NULL)
         return err_set(err, ERR_INTERNAL, "cannot install signal handlers");
     evsignal_add(d->sighup, NULL);
     evsignal_add(d->sigterm, NULL);
     evsignal_add(d->sigint, NULL);
-    evtimer_add(d->sync_timer, &sync_tv);
     return 0;
 }
 
@@ -229,8 +217,6 @@ daemon_stop(struct daemon *d)
         event_free(d->sigterm);
     if (d->sigint != NULL)
         event_free(d->sigint);
-    if (d->sync_timer != NULL)
-        event_free(d->sync_timer);
     if (d->dns != NULL)
         evdns_base_free(d->dns, 0);
     if (d->base != NULL)

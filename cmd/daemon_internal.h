@@ -22,7 +22,7 @@ struct daemon {
     struct proxy *proxy;
     struct daemon_device *device; /* the buddy device side (daemon_device.c), or NULL */
     uint64_t started_ms;
-    struct event *sighup, *sigterm, *sigint, *sync_timer;
+    struct event *sighup, *sigterm, *sigint;
     int stopping;
 };
 
