@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,12 +149,30 @@ util_ossl_clear(const char *what)
     return n;
 }
 
+/*
+ * SHA-256 fetched once: EVP_sha256() makes every EVP_Digest look the algorithm up in the
+ * provider store again (~2.3k instructions a call, per request). pthread_once because the
+ * token worker hashes too. Never freed: it lives as long as the process (still reachable).
+ */
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha256_md;
+
+static void
+sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (sha256_md == NULL)
+        util_ossl_clear("sha-256 fetch"); /* falls back to the implicit fetch per call */
+}
+
 void
 util_sha256(const void *data, size_t len, unsigned char out[32])
 {
     unsigned int outlen = 32;
 
-    if (EVP_Digest(data, len, out, &outlen, EVP_sha256(), NULL) != 1)
+    pthread_once(&sha256_once, sha256_fetch);
+    if (EVP_Digest(data, len, out, &outlen, sha256_md != NULL ? sha256_md : EVP_sha256(),
+            NULL) != 1)
         util_ossl_clear("sha-256"); /* only without memory; never leave the queue dirty */
 }
 

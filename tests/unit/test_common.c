@@ -1,4 +1,5 @@
 /* Unit tests for common/: durations, sizes, hex, sha256, secbuf, atomic file writes. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -48,6 +49,46 @@ test_sizes(void **state)
     assert_int_equal(b, 1000);
     assert_int_equal(util_parse_size("1XB", &b), -1);
     assert_int_equal(util_parse_size("", &b), -1);
+}
+
+#define SHA_THREADS 4
+
+static pthread_barrier_t sha_start;
+
+/* Hashes "abc" and "" many times; 0 when every digest was right. */
+static void *
+sha_worker(void *arg)
+{
+    char hex[65];
+    intptr_t bad = 0;
+    int i;
+
+    pthread_barrier_wait(&sha_start); /* all race for the first (once-only) fetch */
+    for (i = 0; i < 200; i++) {
+        util_sha256_hex("abc", 3, hex);
+        bad |= strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        util_sha256_hex("", 0, hex);
+        bad |= strcmp(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+    return (void *)bad;
+}
+
+/* The digest is fetched once, by whichever thread hashes first (the token worker may). */
+static void
+test_sha_threads(void **state)
+{
+    pthread_t t[SHA_THREADS];
+    void *bad;
+    int i;
+
+    assert_int_equal(pthread_barrier_init(&sha_start, NULL, SHA_THREADS), 0);
+    for (i = 0; i < SHA_THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, sha_worker, NULL), 0);
+    for (i = 0; i < SHA_THREADS; i++) {
+        assert_int_equal(pthread_join(t[i], &bad), 0);
+        assert_null(bad);
+    }
+    pthread_barrier_destroy(&sha_start);
 }
 
 static void
@@ -165,6 +206,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha_threads), /* first: no hash before it in this process */
         cmocka_unit_test(test_durations), cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_hex_sha),   cmocka_unit_test(test_secbuf), cmocka_unit_test(test_secbuf_read_fd),
         cmocka_unit_test(test_atomic_write), cmocka_unit_test(test_err),
