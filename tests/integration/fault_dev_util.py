@@ -26,46 +26,12 @@ import tty
 
 import harness as h
 from harness import check
+from token_util import Backend  # noqa: F401  (re-exported for the fault tests)
 
 
 # --- private tokens ------------------------------------------------------------------------
 SRC = h.SOURCE_DIR
-PIN = "4711"
 SECRET = b"tok-" + os.urandom(12).hex().encode()
-
-
-class Backend:
-    """A private token: a SoftHSM token dir or a swtpm state dir, with its vault config
-    (the same set-up as test_vault_inject.py, which cannot be imported: importing a test
-    file registers its tests)."""
-
-    def __init__(self, kind):
-        self.kind = kind
-        self.dir = h.make_tmpdir("airlock-token-")
-        if kind == "pkcs11":
-            subprocess.run([os.path.join(SRC, "scripts/softhsm-setup"), self.dir, "airlock", PIN,
-                            "99999999"], check=True, stdout=subprocess.DEVNULL)
-            os.environ["SOFTHSM2_CONF"] = os.path.join(self.dir, "softhsm2.conf")
-            os.environ["AIRLOCK_PIN"] = PIN
-            self.vault = {"backend": "pkcs11", "pkcs11": {
-                "module": "/usr/lib/softhsm/libsofthsm2.so", "token": "pkcs11:token=airlock",
-                "pin": "env:AIRLOCK_PIN"}}
-        else:
-            self.portfile = os.path.join(self.dir, "port")
-            self.tcti = self.start_tpm()
-            self.vault = {"backend": "tpm2", "tpm2": {"tcti": self.tcti}}
-
-    def start_tpm(self):
-        out = subprocess.run([os.path.join(SRC, "scripts/swtpm-start"), self.dir, self.portfile],
-                             check=True, stdout=subprocess.PIPE, timeout=30)
-        return out.stdout.decode().strip().splitlines()[-1]
-
-    def stop_tpm(self):
-        subprocess.run([os.path.join(SRC, "scripts/swtpm-stop"), self.dir], timeout=30)
-
-    def close(self):
-        if self.kind == "tpm2":
-            self.stop_tpm()
 
 
 def vault_cli(d, *args, secret=None):

@@ -15,10 +15,10 @@ import threading
 
 import harness as h
 from harness import check, eq, test
+from token_util import PIN, Backend
 
 SRC = os.environ.get("AIRLOCK_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 SECRET = b"tok-" + os.urandom(12).hex().encode()
-PIN = "4711"
 
 
 class HashOrigin:
@@ -61,50 +61,6 @@ class HashOrigin:
 
 def expected(secret=SECRET):
     return "1 " + hashlib.sha256(b"Bearer " + secret).hexdigest()
-
-
-class Backend:
-    """A private token: a SoftHSM token dir or a swtpm state dir, with its vault config."""
-
-    def __init__(self, kind):
-        self.kind = kind
-        self.dir = h.make_tmpdir("airlock-token-")
-        if kind == "pkcs11":
-            subprocess.run([os.path.join(SRC, "scripts/softhsm-setup"), self.dir, "airlock", PIN,
-                            "99999999"], check=True, stdout=subprocess.DEVNULL)
-            os.environ["SOFTHSM2_CONF"] = os.path.join(self.dir, "softhsm2.conf")
-            os.environ["AIRLOCK_PIN"] = PIN
-            self.vault = {"backend": "pkcs11", "pkcs11": {
-                "module": "/usr/lib/softhsm/libsofthsm2.so", "token": "pkcs11:token=airlock",
-                "pin": "env:AIRLOCK_PIN"}}
-        else:
-            self.portfile = os.path.join(self.dir, "port")
-            try:
-                self.tcti = self.start_tpm()
-            except BaseException:
-                self.stop_tpm()  # swtpm-start may have started it before failing
-                raise
-            self.vault = {"backend": "tpm2", "tpm2": {"tcti": self.tcti}}
-
-    def start_tpm(self):
-        out = subprocess.run([os.path.join(SRC, "scripts/swtpm-start"), self.dir, self.portfile],
-                             check=True, stdout=subprocess.PIPE, timeout=30)
-        return out.stdout.decode().strip().splitlines()[-1]
-
-    def stop_tpm(self):
-        subprocess.run([os.path.join(SRC, "scripts/swtpm-stop"), self.dir], timeout=30)
-
-    def close(self):
-        if self.kind == "tpm2":
-            self.stop_tpm()
-
-    # "with Backend(k) as b, HashOrigin() as o:" stops the swtpm even when what follows
-    # it in the with statement fails to start.
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def config(origin, backend, **rule_kw):
