@@ -50,7 +50,7 @@ hop_by_hop(const struct http_msg *m, const char *name, int keep_upgrade)
 static int
 write_request_head(struct conn *c, struct evbuffer *out, struct err *err)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     const struct http_msg *m = &ex->req;
     const char *cred_header = NULL;
     struct evbuffer *head;
@@ -83,7 +83,7 @@ static void
 write_response_head(struct conn *c, const struct http_msg *m, int final)
 {
     struct evbuffer *out = bufferevent_get_output(c->client);
-    int upgrade = m->status == 101 && c->ex.upgrade;
+    int upgrade = m->status == 101 && c->ex->upgrade;
     size_t i;
 
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", m->status, m->reason);
@@ -94,7 +94,7 @@ write_response_head(struct conn *c, const struct http_msg *m, int final)
     }
     if (upgrade)
         evbuffer_add_printf(out, "Connection: Upgrade\r\n");
-    else if (final && c->ex.client_close)
+    else if (final && c->ex->client_close)
         evbuffer_add_printf(out, "Connection: close\r\n");
     evbuffer_add(out, "\r\n", 2);
 }
@@ -143,7 +143,7 @@ relay_body(struct evbuffer *src, struct evbuffer *dst, enum http_body kind, uint
 static void
 exchange_done(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     if (!ex->req_done) {
         /* The origin answered before reading the whole body: the stream is out of sync. */
@@ -193,7 +193,7 @@ up_arm_timeout(struct conn *c)
 static void
 unseal_failed(struct conn *c, const struct err *err)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     log_warn("%s: %s %s: %s", c->peer, ex->id, ex->credential ? ex->credential : "-", err->msg);
     inject_cancel(c);
@@ -216,7 +216,7 @@ unseal_step(struct conn *c)
     struct err err;
     int r;
 
-    if (c->ex.rule == NULL || c->ex.rule->action != POLICY_INJECT)
+    if (c->ex->rule == NULL || c->ex->rule->action != POLICY_INJECT)
         return 1;
     if ((r = inject_begin(c, &err)) == -1) {
         unseal_failed(c, &err);
@@ -252,7 +252,7 @@ forward_unsealed(struct conn *c, const struct err *err)
 void
 forward_start(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct bufferevent *under;
     struct err err;
 
@@ -301,7 +301,7 @@ forward_start(struct conn *c)
 int
 forward_client_data(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct evbuffer *upout;
     uint64_t sent = ex->bytes_up;
     int r;
@@ -348,7 +348,7 @@ up_writecb(struct bufferevent *bev, void *arg)
     struct conn *c = arg;
 
     /* Below the low-water mark again: resume reading the request body. */
-    if (c->state == CS_EXCHANGE && !c->ex.req_done)
+    if (c->state == CS_EXCHANGE && !c->ex->req_done)
         bufferevent_enable(c->client, EV_READ);
 }
 
@@ -357,23 +357,23 @@ client_writecb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
 
-    if (c->state == CS_EXCHANGE && c->up != NULL && !c->ex.resp_done)
+    if (c->state == CS_EXCHANGE && c->up != NULL && !c->ex->resp_done)
         bufferevent_enable(c->up, EV_READ);
 }
 
 static void
 upstream_failed(struct conn *c, const char *decision, const char *detail)
 {
-    log_info("%s: %s %s:%u: %s", c->peer, c->ex.id, c->ex.host, c->ex.port, detail);
-    if (c->ex.resp_head_done) {
+    log_info("%s: %s %s:%u: %s", c->peer, c->ex->id, c->ex->host, c->ex->port, detail);
+    if (c->ex->resp_head_done) {
         /* Mid-body: the client must see a truncated response, never a completed one. */
-        c->ex.status = c->ex.status ? c->ex.status : 502;
+        c->ex->status = c->ex->status ? c->ex->status : 502;
         conn_free(c);
         return;
     }
     bufferevent_free(c->up);
     c->up = NULL;
-    c->ex.up_keep = 0;
+    c->ex->up_keep = 0;
     conn_respond(c, decision_status(decision), decision, detail);
 }
 
@@ -381,7 +381,7 @@ upstream_failed(struct conn *c, const char *decision, const char *detail)
 static int
 response_head(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct evbuffer *in = bufferevent_get_input(c->up);
     size_t len, scan;
     const char *buf;
@@ -414,7 +414,7 @@ static void
 up_readcb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct evbuffer *cout = bufferevent_get_output(c->client);
     int r;
 
@@ -468,7 +468,7 @@ static void
 up_eventcb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     if (c->state != CS_EXCHANGE) {
         bufferevent_free(c->up);

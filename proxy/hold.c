@@ -20,7 +20,7 @@
 static int
 hold_body_complete(struct conn *c, size_t *body_len)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct evbuffer *in = bufferevent_get_input(c->client);
     uint64_t max = c->pol->approvals.max_body;
     struct evbuffer_ptr pos;
@@ -95,7 +95,7 @@ static void
 hold_done(enum approval_outcome outcome, const char *approver, void *arg)
 {
     struct conn *c = arg;
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     c->held = 0;
     if (approver != NULL)
@@ -129,7 +129,7 @@ hold_done(enum approval_outcome outcome, const char *approver, void *arg)
 static void
 hold_enqueue(struct conn *c, size_t body_len)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct approval_info info;
     char id[APPROVALS_ID_LEN + 1];
 
@@ -170,8 +170,8 @@ hold_step(struct conn *c)
     }
     if (c->state != CS_HOLD_BODY) {
         c->state = CS_HOLD_BODY;
-        http_chunked_init(&c->ex.hold_chunk);
-        c->ex.hold_scanned = 0;
+        http_chunked_init(&c->ex->hold_chunk);
+        c->ex->hold_scanned = 0;
         conn_set_timer(c, c->pol->idle_timeout_ms);
         bufferevent_setwatermark(c->client, EV_READ, 0,
             c->pol->approvals.max_body + c->pol->approvals.max_body / 8 + HOLD_SLACK);
@@ -197,7 +197,7 @@ hold_cancel(struct conn *c)
     if (!c->held)
         return;
     c->held = 0;
-    approvals_cancel(c->px->deps.approvals, c->ex.id);
-    c->ex.decision = "approval-cancelled";
-    c->ex.status = 499;
+    approvals_cancel(c->px->deps.approvals, c->ex->id);
+    c->ex->decision = "approval-cancelled";
+    c->ex->status = 499;
 }

@@ -233,7 +233,7 @@ static void
 on_unsealed(void *arg, struct unseal_job *job, const struct err *err)
 {
     struct conn *c = arg;
-    const struct policy_credential *cred = c->ex.rule->credential;
+    const struct policy_credential *cred = c->ex->rule->credential;
 
     c->unseal_job = job;
     c->unseal_ready = job != NULL;
@@ -250,7 +250,7 @@ on_unsealed(void *arg, struct unseal_job *job, const struct err *err)
 int
 inject_begin(struct conn *c, struct err *err)
 {
-    const struct policy_credential *cred = c->ex.rule->credential;
+    const struct policy_credential *cred = c->ex->rule->credential;
     struct inject_state *st = c->px->inject;
 
     if (c->unseal_job != NULL)
@@ -311,7 +311,7 @@ header_value_safe(const unsigned char *p, size_t n)
 int
 inject_header(struct conn *c, struct evbuffer *out, struct err *err)
 {
-    const struct policy_credential *cred = c->ex.rule->credential;
+    const struct policy_credential *cred = c->ex->rule->credential;
     struct inject_state *st = c->px->inject;
     const char *at = strstr(cred->format, "{secret}");
     int rc = 0;

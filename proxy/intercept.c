@@ -206,15 +206,14 @@ upstream_handshake_cb(struct bufferevent *bev, short what, void *arg)
     char reason[256];
 
     if (what & BEV_EVENT_CONNECTED) {
-        tls_upstream_session_save(c->px->tls->upstream_ctx, ssl, c->ex.host, c->ex.port);
-        util_strlcpy(c->up_host, c->ex.host, sizeof(c->up_host));
-        c->up_port = c->ex.port;
+        tls_upstream_session_save(c->px->tls->upstream_ctx, ssl, c->ex->host, c->ex->port);
+        conn_note_upstream(c);
         util_ossl_clear("tls: upstream session");
         forward_start(c);
         return;
     }
     tls_upstream_error(ssl, filter_error(bev), reason, sizeof(reason));
-    log_warn("%s: %s upstream tls %s:%u: %s", c->peer, c->ex.id, c->ex.host, c->ex.port, reason);
+    log_warn("%s: %s upstream tls %s:%u: %s", c->peer, c->ex->id, c->ex->host, c->ex->port, reason);
     c->up = NULL;
     bufferevent_free(bev);
     c->state = CS_HEAD;
@@ -229,7 +228,7 @@ intercept_upstream(struct conn *c, struct bufferevent *up)
     struct bufferevent *f;
     SSL *ssl;
 
-    if ((ssl = tls_upstream_ssl_new(t->upstream_ctx, c->ex.host, c->ex.port)) == NULL ||
+    if ((ssl = tls_upstream_ssl_new(t->upstream_ctx, c->ex->host, c->ex->port)) == NULL ||
         (f = bufferevent_openssl_filter_new(c->px->deps.base, up, ssl, BUFFEREVENT_SSL_CONNECTING,
                                             BEV_OPT_CLOSE_ON_FREE)) == NULL) {
         if (ssl != NULL)

@@ -22,6 +22,14 @@
 
 static size_t client_pending(struct conn *c);
 
+/* Bytes relayed to the client by the exchange; between exchanges (none allocated) the
+ * last snapshot stands, so the watchdog still sees the final response drain. */
+static uint64_t
+bytes_down(struct conn *c)
+{
+    return c->ex != NULL ? c->ex->bytes_down : c->watch_down;
+}
+
 /* Microseconds since the client last took a byte of what is queued for it. Snapshots are
  * compared: the relay adds bytes only as the client drains them, so any change is progress. */
 static uint64_t
@@ -30,9 +38,9 @@ client_quiet_us(struct conn *c)
     size_t pending = client_pending(c);
     uint64_t now = util_now_us();
 
-    if (pending != c->watch_pending || c->ex.bytes_down != c->watch_down) {
+    if (pending != c->watch_pending || bytes_down(c) != c->watch_down) {
         c->watch_pending = pending;
-        c->watch_down = c->ex.bytes_down;
+        c->watch_down = bytes_down(c);
         c->watch_us = now;
     }
     return now - c->watch_us;
@@ -43,7 +51,7 @@ void
 conn_watch_client(struct conn *c)
 {
     c->watch_pending = client_pending(c);
-    c->watch_down = c->ex.bytes_down;
+    c->watch_down = bytes_down(c);
     c->watch_us = util_now_us();
 }
 
@@ -55,7 +63,8 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
     switch (c->state) {
     case CS_HEAD:
-        if (evbuffer_get_length(bufferevent_get_input(c->client)) > 0 && c->kind == CONN_HTTP) {
+        if (evbuffer_get_length(bufferevent_get_input(c->client)) > 0 && c->kind == CONN_HTTP &&
+            c->ex != NULL) {
             log_debug("%s: header read timeout", c->peer);
             c->ex_active = 0;
             conn_respond(c, 408, "bad-request", "request header timeout");
@@ -79,9 +88,9 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     case CS_DIALING:
         /* The dial answers a connect that hangs by itself; this backstop (set by the
          * dial) catches a dialed upstream whose TLS handshake never finishes. */
-        if (c->dial == NULL && c->ex_active && c->ex.req.raw != NULL) {
-            log_info("%s: %s %s:%u: upstream TLS handshake timed out", c->peer, c->ex.id,
-                c->ex.host, c->ex.port);
+        if (c->dial == NULL && c->ex_active && c->ex->req.raw != NULL) {
+            log_info("%s: %s %s:%u: upstream TLS handshake timed out", c->peer, c->ex->id,
+                c->ex->host, c->ex->port);
             if (c->up != NULL) {
                 bufferevent_free(c->up);
                 c->up = NULL;
@@ -102,7 +111,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
             conn_set_timer(c, c->pol->idle_timeout_ms / 4 + 1);
             return;
         }
-        log_info("%s: %s client took no bytes for %llu ms; cutting", c->peer, c->ex.id,
+        log_info("%s: %s client took no bytes for %llu ms; cutting", c->peer, c->ex->id,
             (unsigned long long)c->pol->idle_timeout_ms);
         break;
     case CS_CLOSING:
@@ -133,30 +142,65 @@ conn_clear_timer(struct conn *c)
 }
 
 /*
- * Frees what the exchange holds on the heap (the request and response heads with their
- * header tables, the path); its id, target, counters and decision stay for the audit line
- * and the send watchdog. An idle connection keeps only the fixed-size struct.
+ * The exchange lives on the heap from accept, or from the first byte of the next request
+ * on a kept-alive connection, until request_next: an idle connection holds none (10,000
+ * idle keep-alive connections must fit in 100 MB). 0, or -1 out of memory.
  */
-void
-conn_exchange_release(struct conn *c)
+int
+conn_exchange_alloc(struct conn *c)
 {
-    http_msg_clear(&c->ex.req);
-    http_msg_clear(&c->ex.resp);
-    free(c->ex.path_buf);
-    c->ex.path_buf = NULL;
-    c->ex.path = "";
+    if (c->ex != NULL)
+        return 0;
+    if ((c->ex = calloc(1, sizeof(*c->ex))) == NULL)
+        return -1;
+    c->ex->path = "";
+    return 0;
 }
 
-/* Starts a fresh exchange on c: new id, clock started, any earlier message released. */
+/* Frees what the exchange holds on the heap: request and response heads, the path. */
+static void
+exchange_release(struct exchange *ex)
+{
+    http_msg_clear(&ex->req);
+    http_msg_clear(&ex->resp);
+    free(ex->path_buf);
+    ex->path_buf = NULL;
+    ex->path = "";
+}
+
+/* Frees the exchange; the connection is idle (or going). NULL c->ex is a no-op. */
+void
+conn_exchange_free(struct conn *c)
+{
+    if (c->ex == NULL)
+        return;
+    exchange_release(c->ex);
+    free(c->ex);
+    c->ex = NULL;
+}
+
+/* Starts a fresh exchange on c (allocated, see conn_exchange_alloc): new id, clock
+ * started, any earlier message released. */
 void
 conn_exchange_begin(struct conn *c)
 {
-    conn_exchange_release(c);
-    memset(&c->ex, 0, sizeof(c->ex));
-    c->ex.path = "";
-    conn_new_id(c->ex.id);
-    c->ex.start_us = util_now_us();
+    exchange_release(c->ex);
+    memset(c->ex, 0, sizeof(*c->ex));
+    c->ex->path = "";
+    conn_new_id(c->ex->id);
+    c->ex->start_us = util_now_us();
     c->ex_active = 1;
+}
+
+/* Remembers the exchange's target as the one c->up is connected to, for reuse by the
+ * next request. A copy of its own length, not NET_HOST_MAX bytes in every connection;
+ * out of memory only means the upstream is not reused. */
+void
+conn_note_upstream(struct conn *c)
+{
+    free(c->up_host);
+    c->up_host = strdup(c->ex->host);
+    c->up_port = c->ex->port;
 }
 
 /* Refuses a CONNECT/SOCKS5 stream before any request on it: audited, then closed. */
@@ -164,9 +208,9 @@ void
 conn_refuse_stream(struct conn *c, const char *decision)
 {
     conn_exchange_begin(c);
-    util_strlcpy(c->ex.host, c->host, sizeof(c->ex.host));
-    c->ex.port = c->port;
-    c->ex.decision = decision;
+    util_strlcpy(c->ex->host, c->host, sizeof(c->ex->host));
+    c->ex->port = c->port;
+    c->ex->decision = decision;
     conn_free(c); /* writes the audit line for the active exchange */
 }
 
@@ -210,9 +254,10 @@ conn_free(struct conn *c)
         dial_cancel(c->dial);
     hold_cancel(c);
     inject_cancel(c); /* a running unseal's result is wiped when it comes */
-    if (c->ex_active && c->ex.decision != NULL)
+    if (c->ex_active && c->ex->decision != NULL)
         conn_audit(c);
-    conn_exchange_release(c);
+    conn_exchange_free(c);
+    free(c->up_host);
     splice_relay_free(c->splice); /* its events watch the fds freed below */
     if (c->up != NULL)
         bufferevent_free(c->up);
@@ -337,13 +382,12 @@ accept_common(struct proxy *px, evutil_socket_t fd, struct sockaddr *sa, enum co
     c->via = kind == CONN_HTTP ? "http" : "socks5";
     net_format_addr(sa, c->peer, sizeof(c->peer));
     util_strlcpy(c->agent, "-", sizeof(c->agent));
-    c->ex.path = "";
     c->client = bufferevent_socket_new(px->deps.base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(px->deps.base, conn_timer_cb, c);
     TAILQ_INSERT_TAIL(&px->conns, c, link);
     px->stats.connections_active++;
     px->stats.connections_total++;
-    if (c->client == NULL || c->timer == NULL) {
+    if (c->client == NULL || c->timer == NULL || conn_exchange_alloc(c) == -1) {
         if (c->client == NULL)
             evutil_closesocket(fd);
         conn_free(c);

@@ -102,13 +102,13 @@ struct conn {
     int head_timer;             /* the header-read timer (not the idle one) is armed */
     int held;                   /* the exchange is in the approvals queue */
     /* current upstream, reusable by a later request to the same host:port */
-    char up_host[NET_HOST_MAX + 1];
+    char *up_host;              /* owned, see conn_note_upstream; NULL: not reusable */
     uint16_t up_port;
     struct dial *dial;
     struct unseal_job *unseal_job; /* the exchange's credential unseal (inject.c) */
     int unseal_ready;              /* unseal_job has answered and holds the secret */
     struct event *timer;
-    struct exchange ex;
+    struct exchange *ex;        /* NULL between requests on a kept-alive connection */
     int ex_active;
     uint64_t tunnel_start_us;
     struct splice_relay *splice; /* blind tunnel relayed with splice(2), see splice.c */
@@ -150,8 +150,10 @@ void conn_set_timer(struct conn *c, uint64_t ms);
 void conn_clear_timer(struct conn *c);
 void conn_watch_client(struct conn *c);
 void conn_new_id(char id[7]);
+int conn_exchange_alloc(struct conn *c);
+void conn_exchange_free(struct conn *c);
 void conn_exchange_begin(struct conn *c);
-void conn_exchange_release(struct conn *c);
+void conn_note_upstream(struct conn *c);
 void conn_refuse_stream(struct conn *c, const char *decision);
 
 /* respond.c: generated responses and audit lines */

@@ -34,9 +34,9 @@ identify_agent(struct conn *c)
         util_strlcpy(c->agent, "-", sizeof(c->agent));
         return 0;
     }
-    if (http_msg_header_count(&c->ex.req, "Proxy-Authorization") != 1)
+    if (http_msg_header_count(&c->ex->req, "Proxy-Authorization") != 1)
         return -1;
-    hdr = http_msg_header(&c->ex.req, "Proxy-Authorization");
+    hdr = http_msg_header(&c->ex->req, "Proxy-Authorization");
     if (strncasecmp(hdr, "Basic ", 6) != 0)
         return -1;
     hdr += 6;
@@ -71,7 +71,7 @@ identify_agent(struct conn *c)
 static int
 host_header_matches(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     const char *h, *end, *colon = NULL;
     char host[NET_HOST_MAX + 1];
     enum net_host_kind kind;
@@ -126,7 +126,7 @@ exchange_set_path(struct exchange *ex)
 static int
 find_target(struct conn *c, const char **why)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     enum net_host_kind kind;
 
     if (!c->fixed) {
@@ -153,12 +153,12 @@ exchange_begin(struct conn *c, const char *head, size_t head_len)
     int status = 400;
 
     conn_exchange_begin(c);
-    if (http_parse_request(head, head_len, &c->ex.req, &status) == -1) {
+    if (http_parse_request(head, head_len, &c->ex->req, &status) == -1) {
         /* Smuggling shapes (unknown codings, other versions) all get a plain 400. */
         conn_respond(c, status == 431 ? 431 : 400, "bad-request", "malformed request");
         return -1;
     }
-    util_strlcpy(c->ex.method, c->ex.req.method, sizeof(c->ex.method));
+    util_strlcpy(c->ex->method, c->ex->req.method, sizeof(c->ex->method));
     return 0;
 }
 
@@ -172,6 +172,11 @@ try_head(struct conn *c)
 
     if (len == 0)
         return;
+    if (conn_exchange_alloc(c) == -1) {
+        log_warn("%s: out of memory for a request", c->peer);
+        conn_free(c);
+        return;
+    }
     if (c->inspect && c->first_request) {
         unsigned char first;
         evbuffer_copyout(in, &first, 1);
@@ -245,7 +250,7 @@ conn_audit_blocked(struct conn *c)
 void
 request_on_head_ready(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct policy_request pr;
     const char *why;
     int target_ok;
@@ -313,9 +318,10 @@ request_on_head_ready(struct conn *c)
 void
 request_proceed(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
-    if (c->up != NULL && strcmp(c->up_host, ex->host) == 0 && c->up_port == ex->port) {
+    if (c->up != NULL && c->up_host != NULL && strcmp(c->up_host, ex->host) == 0 &&
+        c->up_port == ex->port) {
         ex->up_reused = 1;
         forward_start(c);
         return;
@@ -333,7 +339,7 @@ request_redial(struct conn *c)
 {
     c->state = CS_DIALING;
     bufferevent_disable(c->client, EV_READ);
-    c->dial = dial_start(c, c->ex.host, c->ex.port, on_request_dialed);
+    c->dial = dial_start(c, c->ex->host, c->ex->port, on_request_dialed);
 }
 
 static void
@@ -347,14 +353,12 @@ on_request_dialed(struct conn *c, struct bufferevent *up, const char *decision,
         return;
     }
     if (c->tls) {
-        util_strlcpy(c->up_host, c->ex.host, sizeof(c->up_host));
-        c->up_port = c->ex.port;
+        conn_note_upstream(c);
         intercept_upstream(c, up);
         return;
     }
     c->up = up;
-    util_strlcpy(c->up_host, c->ex.host, sizeof(c->up_host));
-    c->up_port = c->ex.port;
+    conn_note_upstream(c);
     forward_start(c);
 }
 
@@ -362,7 +366,7 @@ on_request_dialed(struct conn *c, struct bufferevent *up, const char *decision,
 static void
 connect_begin(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     enum net_host_kind kind;
     enum policy_conn_verdict verdict;
 
@@ -405,7 +409,7 @@ connect_begin(struct conn *c)
 void
 connect_established(struct conn *c, enum policy_conn_verdict verdict)
 {
-    http_msg_clear(&c->ex.req);
+    http_msg_clear(&c->ex->req);
     c->ex_active = 0;
     c->inspect = 1;
     c->first_request = 1;
@@ -424,7 +428,7 @@ on_tunnel_dialed(struct conn *c, struct bufferevent *up, const char *decision,
     c->dial = NULL;
     if (up == NULL) {
         if (c->kind == CONN_SOCKS5) {
-            c->ex.decision = decision;
+            c->ex->decision = decision;
             conn_audit(c);
             socks_reply(c, strcmp(decision, "upstream-timeout") == 0 ? 0x06
                     : strcmp(decision, "upstream-dns") == 0        ? 0x04
@@ -443,7 +447,7 @@ on_tunnel_dialed(struct conn *c, struct bufferevent *up, const char *decision,
     else
         evbuffer_add_printf(bufferevent_get_output(c->client),
             "HTTP/1.1 200 Connection established\r\n\r\n");
-    c->ex.status = 200;
+    c->ex->status = 200;
     tunnel_start(c);
 }
 
@@ -453,10 +457,10 @@ socks_connect_decide(struct conn *c)
 {
     enum policy_conn_verdict verdict;
 
-    verdict = policy_decide_connection(c->pol, c->agent, c->host, c->port, &c->ex.rule);
+    verdict = policy_decide_connection(c->pol, c->agent, c->host, c->port, &c->ex->rule);
     if (verdict == POLICY_CONN_DENY || conn_audit_blocked(c)) {
-        c->ex.decision = verdict != POLICY_CONN_DENY ? "audit-unavailable"
-            : c->ex.rule != NULL                     ? "deny"
+        c->ex->decision = verdict != POLICY_CONN_DENY ? "audit-unavailable"
+            : c->ex->rule != NULL                     ? "deny"
                                                      : "no-rule";
         conn_audit(c);
         socks_reply(c, verdict == POLICY_CONN_DENY ? 0x02 : 0x01);
@@ -464,7 +468,7 @@ socks_connect_decide(struct conn *c)
         return;
     }
     if (verdict == POLICY_CONN_TUNNEL) {
-        c->ex.decision = "allow";
+        c->ex->decision = "allow";
         c->state = CS_DIALING;
         c->dial = dial_start(c, c->host, c->port, on_tunnel_dialed);
         return;
@@ -478,7 +482,7 @@ socks_connect_decide(struct conn *c)
 void
 request_next(struct conn *c)
 {
-    conn_exchange_release(c);
+    conn_exchange_free(c); /* an idle connection holds no exchange */
     c->ex_active = 0;
     c->state = CS_HEAD;
     c->head_timer = 0;
@@ -516,7 +520,7 @@ http_client_eventcb(struct bufferevent *bev, short what, void *arg)
         log_debug("%s: client error: %s", c->peer,
             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     /* Client gone: whatever is in flight is cancelled; the audit line says so. */
-    if (c->ex_active && c->ex.decision != NULL && c->ex.status == 0)
-        c->ex.status = 499;
+    if (c->ex_active && c->ex->decision != NULL && c->ex->status == 0)
+        c->ex->status = 499;
     conn_free(c);
 }

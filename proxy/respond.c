@@ -74,15 +74,15 @@ void
 conn_respond(struct conn *c, int status, const char *decision, const char *text)
 {
     struct evbuffer *out = bufferevent_get_output(c->client);
-    const struct policy_rule *rule = c->ex_active ? c->ex.rule : NULL;
+    const struct policy_rule *rule = c->ex_active ? c->ex->rule : NULL;
     char body[512];
     int keep, n;
 
     if (!c->ex_active)
         conn_exchange_begin(c);
-    c->ex.decision = decision;
-    c->ex.status = status;
-    keep = c->ex.req.raw != NULL && c->ex.req.keep_alive && c->ex.req.body == HTTP_BODY_NONE &&
+    c->ex->decision = decision;
+    c->ex->status = status;
+    keep = c->ex->req.raw != NULL && c->ex->req.keep_alive && c->ex->req.body == HTTP_BODY_NONE &&
         c->state != CS_EXCHANGE && status != 408 && status != 431 && status != 400 &&
         !c->px->draining;
     if (rule != NULL)
@@ -131,7 +131,7 @@ proxy_audit_write(struct proxy *px, const struct audit_record *rec)
 void
 conn_audit(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct audit_record rec;
     uint64_t now = util_now_us();
 

@@ -53,7 +53,7 @@ socks_fail(struct conn *c, const char *decision, unsigned char rep)
 {
     if (!c->ex_active)
         conn_exchange_begin(c);
-    c->ex.decision = decision;
+    c->ex->decision = decision;
     conn_audit(c);
     socks_reply(c, rep);
     conn_close_when_flushed(c);
@@ -115,7 +115,7 @@ socks_auth(struct conn *c, struct evbuffer *in)
     explicit_bzero(pass, sizeof(pass));
     if (agent == NULL) {
         conn_exchange_begin(c);
-        c->ex.decision = "auth-failed";
+        c->ex->decision = "auth-failed";
         conn_audit(c);
         socks_send(c, reply, sizeof(reply));
         conn_close_when_flushed(c);
@@ -143,22 +143,22 @@ socks_request(struct conn *c, struct evbuffer *in)
     if (r == 0)
         return 0;
     conn_exchange_begin(c);
-    util_strlcpy(c->ex.method, "CONNECT", sizeof(c->ex.method));
+    util_strlcpy(c->ex->method, "CONNECT", sizeof(c->ex->method));
     if (r < 0) {
         socks_fail(c, "bad-request", rep);
         return 0;
     }
     evbuffer_drain(in, (size_t)r);
-    c->ex.port = req.port;
-    if (net_normalize_host(req.host, strlen(req.host), c->ex.host, sizeof(c->ex.host),
+    c->ex->port = req.port;
+    if (net_normalize_host(req.host, strlen(req.host), c->ex->host, sizeof(c->ex->host),
             &kind) == -1 || req.port == 0) {
-        util_strlcpy(c->ex.host, "-", sizeof(c->ex.host));
+        util_strlcpy(c->ex->host, "-", sizeof(c->ex->host));
         socks_fail(c, "bad-request", 0x01);
         return 0;
     }
     conn_clear_timer(c);
     c->fixed = 1;
-    util_strlcpy(c->host, c->ex.host, sizeof(c->host));
+    util_strlcpy(c->host, c->ex->host, sizeof(c->host));
     c->port = req.port;
     bufferevent_disable(c->client, EV_READ);
     socks_connect_decide(c);

@@ -198,8 +198,8 @@ splice_cb(evutil_socket_t fd, short what, void *arg)
         /* Half-close: pass the EOF on and keep relaying the other way. */
         shutdown(d->to, SHUT_WR);
         d->shut = 1;
-        if (d == &r->dir[0] && c->ex.status == 0)
-            c->ex.status = 200;
+        if (d == &r->dir[0] && c->ex->status == 0)
+            c->ex->status = 200;
     }
     if (d->shut && other->shut) {
         conn_free(c);
@@ -245,8 +245,8 @@ splice_relay_start(struct conn *c)
         return -1;
     r->c = c;
     r->dir[0].pipe[0] = r->dir[0].pipe[1] = r->dir[1].pipe[0] = r->dir[1].pipe[1] = -1;
-    if (dir_init(r, &r->dir[0], c->client, c->up, &c->ex.bytes_up) == -1 ||
-        dir_init(r, &r->dir[1], c->up, c->client, &c->ex.bytes_down) == -1) {
+    if (dir_init(r, &r->dir[0], c->client, c->up, &c->ex->bytes_up) == -1 ||
+        dir_init(r, &r->dir[1], c->up, c->client, &c->ex->bytes_down) == -1) {
         log_debug("%s: no splice relay (%s), using buffers", c->peer, strerror(errno));
         splice_relay_free(r);
         return -1;

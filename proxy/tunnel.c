@@ -26,9 +26,9 @@ tunnel_move(struct conn *c, struct bufferevent *from)
     size_t n = evbuffer_get_length(src);
 
     if (from == c->client)
-        c->ex.bytes_up += n;
+        c->ex->bytes_up += n;
     else
-        c->ex.bytes_down += n;
+        c->ex->bytes_down += n;
     evbuffer_add_buffer(dst, src);
     if (evbuffer_get_length(dst) >= PROXY_HIGH_WATER) {
         /* Resume from tunnel_writecb once `to` drains below half. */
@@ -46,9 +46,9 @@ tunnel_start(struct conn *c)
         c->tunnel_start_us = util_now_us();
     bufferevent_set_timeouts(c->up, NULL, NULL);
     /* Bytes that arrived with the CONNECT head or the 101 response go first. */
-    c->ex.bytes_up += evbuffer_get_length(bufferevent_get_input(c->client));
+    c->ex->bytes_up += evbuffer_get_length(bufferevent_get_input(c->client));
     evbuffer_add_buffer(bufferevent_get_output(c->up), bufferevent_get_input(c->client));
-    c->ex.bytes_down += evbuffer_get_length(bufferevent_get_input(c->up));
+    c->ex->bytes_down += evbuffer_get_length(bufferevent_get_input(c->up));
     evbuffer_add_buffer(bufferevent_get_output(c->client), bufferevent_get_input(c->up));
     if (splice_relay_start(c) == 0)
         return;
@@ -107,8 +107,8 @@ tunnel_eventcb(struct bufferevent *bev, short what, void *arg)
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
             tunnel_move(c, bev);
-        if (bev == c->client && c->ex.status == 0)
-            c->ex.status = 200;
+        if (bev == c->client && c->ex->status == 0)
+            c->ex->status = 200;
         if (other != NULL && evbuffer_get_length(bufferevent_get_output(other)) > 0) {
             /* Let the survivor flush; the closed side is done. */
             bufferevent_disable(bev, EV_READ | EV_WRITE);
