@@ -133,6 +133,29 @@ def keep_alive_reuses_proxy_and_origin_connections(d):
 
 
 @test
+def pipelined_requests_are_answered_in_order(d):
+    # Three requests in one write: each exchange is freed when it ends, and the next one,
+    # already buffered, gets a fresh one (a refusal in the middle keeps the connection).
+    import socket
+    seen, n0 = len(ORIGIN.requests), len(d.audit_records())
+    auth = "Proxy-Authorization: %s\r\n" % h.basic_auth()
+    reqs = "".join("GET %s HTTP/1.1\r\nHost: api.example.test\r\n%s%s\r\n" % (url(p), auth, x)
+                   for p, x in [("/pipe/1?q=1", ""), ("/admin/pipe", ""),
+                                ("/pipe/" + "p" * 1500, "Connection: close\r\n")])
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=5) as s:
+        s.sendall(reqs.encode())
+        data = h.recv_all(s, 8.0)
+    eq(re.findall(rb"^HTTP/1\.1 (\d{3}) ", data, re.M), [b"200", b"403", b"200"],
+       "statuses in order")
+    eq([q["path"] for q in ORIGIN.requests[seen:]], ["/pipe/1", "/pipe/" + "p" * 1500],
+       "origin paths")
+    recs = audit_after(d, n0, 3)
+    eq([(x["path"], x["decision"]) for x in recs],
+       [("/pipe/1", "allow"), ("/admin/pipe", "deny"), ("/pipe/" + "p" * 1500, "allow")],
+       "audited paths and decisions")
+
+
+@test
 def host_without_rule_is_403_no_rule(d):
     n0, seen = len(d.audit_records()), len(ORIGIN.requests)
     r = h.curl("http://nowhere.example.test:%d/x" % ORIGIN.port, proxy=d.proxy_url())
