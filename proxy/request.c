@@ -461,7 +461,7 @@ socks_connect_decide(struct conn *c)
     if (verdict == POLICY_CONN_DENY || conn_audit_blocked(c)) {
         c->ex->decision = verdict != POLICY_CONN_DENY ? "audit-unavailable"
             : c->ex->rule != NULL                     ? "deny"
-                                                     : "no-rule";
+                                                      : "no-rule";
         conn_audit(c);
         socks_reply(c, verdict == POLICY_CONN_DENY ? 0x02 : 0x01);
         conn_close_when_flushed(c);
