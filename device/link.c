@@ -1,17 +1,14 @@
 /*
  * The daemon's side of the buddy device: opens the tty (polling every second while it is
- * absent), authenticates the device with HELLO, shows the oldest pending item with a
- * fresh nonce and turns APPROVE/DENY lines into decisions only when id, nonce and mac all
- * check out. Everything else is ignored, counted and logged; nothing from the wire can
- * reach the decision callback without a verified mac (auth hmac).
+ * absent), authenticates the device with HELLO, and turns the lines it sends into calls
+ * into the items queue (link_decide.c). Everything malformed is ignored, counted and
+ * logged; nothing from the wire can reach the decision callback without a verified mac
+ * (auth hmac).
  */
-#include "device/buddy.h"
-
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -19,64 +16,15 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "device/buddy_internal.h"
+#include "device/link_internal.h"
 
-#define RETIRED_MAX 64      /* nonces remembered to tell replays from forgeries */
 #define OUT_MAX_BYTES 8192  /* a device that stops reading is treated as unplugged */
 #define READS_PER_EVENT 8   /* then yield to the loop */
 
-struct item {
-    TAILQ_ENTRY(item) entry;
-    char id[BUDDY_ID_LEN + 1];
-    char text[BUDDY_TEXT_MAX + 1];
-};
-
-enum link_state { LINK_CLOSED, LINK_HELLO, LINK_READY };
-
-struct retired {
-    char id[BUDDY_ID_LEN + 1];
-    char nonce[BUDDY_NONCE_LEN + 1];
-};
-
-struct buddy_link {
-    struct event_base *base;
-    char *path;
-    unsigned baud;
-    int auth_hmac;
-    struct secbuf *key;
-    buddy_decision_cb cb;
-    void *arg;
-
-    int fd;
-    char open_path[PATH_MAX];
-    struct event *ev_read, *ev_write, *ev_timer;
-    struct evbuffer *out;
-    enum link_state state;
-    int absent_logged;
-    /* One line per state change, not per attempt: a device that keeps answering HELLO
-     * with a wrong mac, or a port that opens and drops before any handshake, is logged
-     * once until a handshake verifies. */
-    int bad_hello_logged, quiet_reopen;
-    char hnonce[BUDDY_NONCE_LEN + 1];
-    uint64_t hello_us, ping_us, pong_us;
-    char devid[BUDDY_DEVID_MAX + 1];
-    struct buddy_linebuf lb;
-
-    TAILQ_HEAD(, item) items;
-    size_t nitems;
-    int shown, shown_used;
-    char shown_id[BUDDY_ID_LEN + 1];
-    char shown_nonce[BUDDY_NONCE_LEN + 1];
-    struct retired retired[RETIRED_MAX];
-    size_t retired_next;
-
-    struct buddy_link_stats stats;
-};
-
 static void link_close(struct buddy_link *l, const char *why);
 
-static void
-random_nonce(char out[BUDDY_NONCE_LEN + 1])
+void
+link_random_nonce(char out[BUDDY_NONCE_LEN + 1])
 {
     unsigned char raw[BUDDY_NONCE_LEN / 2];
 
@@ -116,8 +64,8 @@ send_raw(struct buddy_link *l, const char *s, size_t n)
     flush_out(l);
 }
 
-static void
-send_msg(struct buddy_link *l, const struct buddy_msg *m)
+void
+link_send_msg(struct buddy_link *l, const struct buddy_msg *m)
 {
     char line[BUDDY_LINE_MAX + 1];
     int n = buddy_format_line(m, line, sizeof(line));
@@ -136,50 +84,12 @@ send_hello(struct buddy_link *l)
 
     memset(&m, 0, sizeof(m));
     m.type = BUDDY_MSG_HELLO;
-    random_nonce(l->hnonce);
+    link_random_nonce(l->hnonce);
     strcpy(m.nonce, l->hnonce);
     l->hello_us = util_now_us();
     /* The empty line first ends any half line the device still holds from before. */
     send_raw(l, "\n", 1);
-    send_msg(l, &m);
-}
-
-/* Remembers the shown nonce (used or superseded) so a late copy is called a replay. */
-static void
-retire_shown(struct buddy_link *l)
-{
-    struct retired *r;
-
-    if (!l->shown)
-        return;
-    if (!l->shown_used) {
-        r = &l->retired[l->retired_next++ % RETIRED_MAX];
-        strcpy(r->id, l->shown_id);
-        strcpy(r->nonce, l->shown_nonce);
-    }
-    l->shown = 0;
-    l->shown_used = 0;
-}
-
-static void
-show_next(struct buddy_link *l)
-{
-    struct item *it = TAILQ_FIRST(&l->items);
-    struct buddy_msg m;
-
-    if (l->state != LINK_READY || l->shown || it == NULL)
-        return;
-    memset(&m, 0, sizeof(m));
-    m.type = BUDDY_MSG_SHOW;
-    strcpy(m.id, it->id);
-    random_nonce(m.nonce);
-    strcpy(m.text, it->text);
-    strcpy(l->shown_id, it->id);
-    strcpy(l->shown_nonce, m.nonce);
-    l->shown = 1;
-    l->shown_used = 0;
-    log_debug("buddy: showing %s", it->id);
-    send_msg(l, &m);
+    link_send_msg(l, &m);
 }
 
 static void
@@ -200,7 +110,7 @@ link_close(struct buddy_link *l, const char *why)
     close(l->fd);
     l->fd = -1;
     evbuffer_drain(l->out, evbuffer_get_length(l->out));
-    retire_shown(l);
+    link_retire_shown(l);
     l->state = LINK_CLOSED;
     l->devid[0] = '\0';
     l->hnonce[0] = '\0';
@@ -208,9 +118,9 @@ link_close(struct buddy_link *l, const char *why)
     l->lb.discarding = 0;
 }
 
-/* 1 when mac is right for (type, id, nonce): always with auth none. */
-static int
-mac_ok(const struct buddy_link *l, enum buddy_type type, const char *a, const char *b,
+/* Always 1 with auth none. */
+int
+link_mac_ok(const struct buddy_link *l, enum buddy_type type, const char *a, const char *b,
     const char *mac)
 {
     char msg[BUDDY_LINE_MAX];
@@ -222,21 +132,6 @@ mac_ok(const struct buddy_link *l, enum buddy_type type, const char *a, const ch
     return buddy_mac_verify(l->key->data, msg, mac);
 }
 
-/* A decision line whose mac matches an already used or superseded nonce of that id. */
-static int
-is_replay(const struct buddy_link *l, const struct buddy_msg *m)
-{
-    size_t i;
-
-    for (i = 0; i < RETIRED_MAX; i++) {
-        const struct retired *r = &l->retired[i];
-        if (r->id[0] != '\0' && strcmp(r->id, m->id) == 0 &&
-            mac_ok(l, m->type, r->id, r->nonce, m->mac))
-            return 1;
-    }
-    return 0;
-}
-
 static void
 on_hello_reply(struct buddy_link *l, const struct buddy_msg *m)
 {
@@ -244,7 +139,7 @@ on_hello_reply(struct buddy_link *l, const struct buddy_msg *m)
         log_debug("buddy: %s: HELLO outside a handshake ignored", l->open_path);
         return;
     }
-    if (!mac_ok(l, BUDDY_MSG_HELLO_REPLY, m->devid, l->hnonce, m->mac)) {
+    if (!link_mac_ok(l, BUDDY_MSG_HELLO_REPLY, m->devid, l->hnonce, m->mac)) {
         l->stats.bad_mac++;
         if (l->bad_hello_logged)
             log_debug("buddy: %s: HELLO from %s with a wrong mac ignored", l->open_path,
@@ -264,64 +159,7 @@ on_hello_reply(struct buddy_link *l, const struct buddy_msg *m)
     l->ping_us = l->pong_us = util_now_us();
     log_info("buddy: %s: device %s connected (auth %s)", l->open_path, l->devid,
         l->auth_hmac ? "hmac" : "none");
-    show_next(l);
-}
-
-/* NULL when m may decide the item on show; else the counter to bump and why in *why. */
-static uint64_t *
-check_decision(struct buddy_link *l, const struct buddy_msg *m, const char **why)
-{
-    *why = "replayed (nonce already used)";
-    if (l->state != LINK_READY) {
-        *why = "before the HELLO handshake";
-        return &l->stats.unknown_id;
-    }
-    if (!l->shown || strcmp(m->id, l->shown_id) != 0) {
-        if (is_replay(l, m))
-            return &l->stats.replayed;
-        *why = "not the item on show";
-        return &l->stats.unknown_id;
-    }
-    if (!mac_ok(l, m->type, m->id, l->shown_nonce, m->mac)) {
-        if (is_replay(l, m))
-            return &l->stats.replayed;
-        *why = "wrong mac";
-        return &l->stats.bad_mac;
-    }
-    return l->shown_used ? &l->stats.replayed : NULL;
-}
-
-static void
-on_decision(struct buddy_link *l, const struct buddy_msg *m)
-{
-    char id[BUDDY_ID_LEN + 1], devid[BUDDY_DEVID_MAX + 1];
-    int approve = m->type == BUDDY_MSG_APPROVE;
-    uint64_t *counter;
-    const char *why;
-
-    if ((counter = check_decision(l, m, &why)) != NULL) {
-        (*counter)++;
-        log_warn("buddy: %s: %s %s ignored: %s", l->open_path, approve ? "APPROVE" : "DENY",
-            m->id, why);
-        return;
-    }
-    /* Accept once: the nonce is spent before anything else can run. */
-    l->shown_used = 1;
-    {
-        struct retired *r = &l->retired[l->retired_next++ % RETIRED_MAX];
-        strcpy(r->id, l->shown_id);
-        strcpy(r->nonce, l->shown_nonce);
-    }
-    strcpy(id, m->id);
-    strcpy(devid, l->devid);
-    log_info("buddy: device %s %s %s", devid, approve ? "approved" : "denied", id);
-    l->cb(id, approve, devid, l->arg);
-    /* The daemon did not take the decision (yet): show the item again, fresh nonce. */
-    if (l->state == LINK_READY && l->shown && l->shown_used && strcmp(l->shown_id, id) == 0) {
-        l->shown = 0;
-        l->shown_used = 0;
-        show_next(l);
-    }
+    link_show_next(l);
 }
 
 static void
@@ -340,7 +178,7 @@ handle_line(struct buddy_link *l, const char *line, size_t len)
         break;
     case BUDDY_MSG_APPROVE:
     case BUDDY_MSG_DENY:
-        on_decision(l, &m);
+        link_on_decision(l, &m);
         break;
     case BUDDY_MSG_PONG:
         l->pong_us = util_now_us();
@@ -473,7 +311,7 @@ on_timer(evutil_socket_t fd, short what, void *arg)
             memset(&m, 0, sizeof(m));
             m.type = BUDDY_MSG_PING;
             l->ping_us = now;
-            send_msg(l, &m);
+            link_send_msg(l, &m);
         }
         break;
     }
@@ -550,68 +388,6 @@ buddy_link_free(struct buddy_link *l)
     secbuf_free(l->key);
     free(l->path);
     free(l);
-}
-
-/* Printable ASCII only, cut to what fits in a SHOW line; never empty. */
-static void
-sanitise_text(const char *in, char out[BUDDY_TEXT_MAX + 1])
-{
-    size_t i;
-
-    for (i = 0; in != NULL && in[i] != '\0' && i < BUDDY_TEXT_MAX; i++)
-        out[i] = (in[i] >= 0x20 && in[i] <= 0x7e) ? in[i] : '?';
-    out[i] = '\0';
-    if (i == 0)
-        strcpy(out, "-");
-}
-
-void
-buddy_link_item_added(struct buddy_link *l, const char *id, const char *text)
-{
-    struct item *it;
-
-    if (id == NULL || !buddy_valid_id(id)) {
-        log_warn("buddy: pending item with an invalid id not shown");
-        return;
-    }
-    TAILQ_FOREACH(it, &l->items, entry)
-        if (strcmp(it->id, id) == 0)
-            return;
-    if (l->nitems >= BUDDY_MAX_ITEMS || (it = calloc(1, sizeof(*it))) == NULL) {
-        log_warn("buddy: %s not shown on the device: too many pending items", id);
-        return;
-    }
-    strcpy(it->id, id);
-    sanitise_text(text, it->text);
-    TAILQ_INSERT_TAIL(&l->items, it, entry);
-    l->nitems++;
-    show_next(l);
-}
-
-void
-buddy_link_item_removed(struct buddy_link *l, const char *id)
-{
-    struct item *it;
-    struct buddy_msg m;
-
-    if (id == NULL)
-        return;
-    TAILQ_FOREACH(it, &l->items, entry)
-        if (strcmp(it->id, id) == 0)
-            break;
-    if (it == NULL)
-        return;
-    TAILQ_REMOVE(&l->items, it, entry);
-    l->nitems--;
-    free(it);
-    if (l->shown && strcmp(l->shown_id, id) == 0) {
-        retire_shown(l);
-        memset(&m, 0, sizeof(m));
-        m.type = BUDDY_MSG_CLEAR;
-        strcpy(m.id, id);
-        send_msg(l, &m);
-        show_next(l);
-    }
 }
 
 int
