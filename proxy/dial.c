@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,23 +20,69 @@
 
 #define DIAL_MAX_ADDRS 16
 
+/* An IPv4 or IPv6 socket address: 28 bytes, where a sockaddr_storage takes 128. */
+union dial_addr {
+    struct sockaddr sa;
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+};
+
+/*
+ * One allocation per dial, under glibc's 1 KiB per-thread cache limit: the struct, then its
+ * two events (event_assign). A literal IP (every SOCKS5 IPv4/IPv6 request) uses the one
+ * inline address; names get a DIAL_MAX_ADDRS array of their own.
+ */
 struct dial {
     struct conn *c;
     dial_cb cb;
-    char host[NET_HOST_MAX + 1];
     uint16_t port;
     struct evdns_getaddrinfo_request *dns_req;
-    struct sockaddr_storage addrs[DIAL_MAX_ADDRS];
-    socklen_t lens[DIAL_MAX_ADDRS];
+    union dial_addr one;
+    union dial_addr *addrs; /* &one, or owned */
     size_t naddrs, next;
     struct bufferevent *bev;
-    struct event *timer;
+    struct event *timer; /* both point into this allocation */
     struct event *done_ev;
     const char *decision;
     char detail[160];
+    char host[NET_HOST_MAX + 1];
 };
 
+/* Where the events start: after the struct, aligned for anything. */
+#define DIAL_EV_OFFSET ((sizeof(struct dial) + 15) & ~(size_t)15)
+
 static void dial_try_next(struct dial *d);
+
+static socklen_t
+addr_len(const union dial_addr *a)
+{
+    return a->sa.sa_family == AF_INET6 ? sizeof(a->sin6) : sizeof(a->sin);
+}
+
+/* Copies an IPv4/IPv6 address in; anything else is skipped. 1 copied, 0 skipped. */
+static int
+addr_set(union dial_addr *a, const struct sockaddr *sa, size_t len)
+{
+    if ((sa->sa_family == AF_INET && len >= sizeof(a->sin)) ||
+        (sa->sa_family == AF_INET6 && len >= sizeof(a->sin6))) {
+        memcpy(a, sa, sa->sa_family == AF_INET ? sizeof(a->sin) : sizeof(a->sin6));
+        return 1;
+    }
+    return 0;
+}
+
+/* Room for DIAL_MAX_ADDRS resolved addresses. 0, or -1 out of memory. */
+static int
+addrs_alloc(struct dial *d)
+{
+    if (d->addrs != &d->one)
+        return 0;
+    if ((d->addrs = malloc(DIAL_MAX_ADDRS * sizeof(*d->addrs))) == NULL) {
+        d->addrs = &d->one;
+        return -1;
+    }
+    return 0;
+}
 
 static void
 dial_done_cb(evutil_socket_t fd, short what, void *arg)
@@ -107,10 +154,9 @@ dial_check_and_connect(struct dial *d)
         return;
     }
     for (i = 0; i < d->naddrs; i++) {
-        net_addr_set_port((struct sockaddr *)&d->addrs[i], d->port);
-        if (!policy_address_allowed(p, (struct sockaddr *)&d->addrs[i]) ||
-            is_own_listener(p, (struct sockaddr *)&d->addrs[i])) {
-            net_format_addr((struct sockaddr *)&d->addrs[i], text, sizeof(text));
+        net_addr_set_port(&d->addrs[i].sa, d->port);
+        if (!policy_address_allowed(p, &d->addrs[i].sa) || is_own_listener(p, &d->addrs[i].sa)) {
+            net_format_addr(&d->addrs[i].sa, text, sizeof(text));
             log_info("%s: %s resolves to refused address %s", d->c->peer, d->host, text);
             dial_finish(d, "private-address", "target address is private or not allowed");
             return;
@@ -163,14 +209,13 @@ dial_try_next(struct dial *d)
     struct event_base *base = d->c->px->deps.base;
 
     while (d->next < d->naddrs) { /* bounded by DIAL_MAX_ADDRS */
-        struct sockaddr *sa = (struct sockaddr *)&d->addrs[d->next];
-        socklen_t len = d->lens[d->next];
-        d->next++;
+        const union dial_addr *a = &d->addrs[d->next++];
+
         d->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
         if (d->bev == NULL)
             break;
         bufferevent_setcb(d->bev, NULL, NULL, dial_eventcb, d);
-        if (bufferevent_socket_connect(d->bev, sa, (int)len) == 0)
+        if (bufferevent_socket_connect(d->bev, &a->sa, (int)addr_len(a)) == 0)
             return;
         snprintf(d->detail, sizeof(d->detail), "connect to %s:%u failed: %s", d->host, d->port,
             strerror(errno));
@@ -195,13 +240,13 @@ dns_cb(int result, struct evutil_addrinfo *res, void *arg)
         dial_finish(d, "upstream-dns", NULL);
         return;
     }
-    for (ai = res; ai != NULL && d->naddrs < DIAL_MAX_ADDRS; ai = ai->ai_next) {
-        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
-            ai->ai_addrlen > sizeof(d->addrs[0]))
-            continue;
-        memcpy(&d->addrs[d->naddrs], ai->ai_addr, ai->ai_addrlen);
-        d->lens[d->naddrs++] = (socklen_t)ai->ai_addrlen;
+    if (addrs_alloc(d) == -1) {
+        evutil_freeaddrinfo(res);
+        dial_finish(d, "upstream-dns", "out of memory");
+        return;
     }
+    for (ai = res; ai != NULL && d->naddrs < DIAL_MAX_ADDRS; ai = ai->ai_next)
+        d->naddrs += (size_t)addr_set(&d->addrs[d->naddrs], ai->ai_addr, ai->ai_addrlen);
     evutil_freeaddrinfo(res);
     dial_check_and_connect(d);
 }
@@ -212,19 +257,26 @@ dial_start(struct conn *c, const char *host, uint16_t port, dial_cb cb)
     struct event_base *base = c->px->deps.base;
     const struct policy_resolve *r;
     struct evutil_addrinfo hints;
+    struct sockaddr_storage ss;
+    socklen_t len;
     struct dial *d;
-    size_t i;
+    size_t i, evsz = event_get_struct_event_size();
 
-    if ((d = calloc(1, sizeof(*d))) == NULL)
+    /* Not calloc: the host and detail buffers are strings, only their heads are set. */
+    if ((d = malloc(DIAL_EV_OFFSET + 2 * evsz)) == NULL)
         return NULL;
+    memset(d, 0, offsetof(struct dial, detail));
+    d->detail[0] = '\0';
+    d->addrs = &d->one;
     d->c = c;
     d->cb = cb;
     util_strlcpy(d->host, host, sizeof(d->host));
     d->port = port;
-    d->timer = evtimer_new(base, dial_timeout_cb, d);
-    d->done_ev = event_new(base, -1, 0, dial_done_cb, d);
-    if (d->timer == NULL || d->done_ev == NULL) {
-        dial_cancel(d);
+    d->timer = (struct event *)((char *)d + DIAL_EV_OFFSET);
+    d->done_ev = (struct event *)((char *)d + DIAL_EV_OFFSET + evsz);
+    if (evtimer_assign(d->timer, base, dial_timeout_cb, d) == -1 ||
+        event_assign(d->done_ev, base, -1, 0, dial_done_cb, d) == -1) {
+        free(d);
         return NULL;
     }
     conn_set_timer(c, c->pol->connect_timeout_ms + 1000);
@@ -233,15 +285,18 @@ dial_start(struct conn *c, const char *host, uint16_t port, dial_cb cb)
             (suseconds_t)(c->pol->connect_timeout_ms % 1000 * 1000)};
         evtimer_add(d->timer, &tv);
     }
-    if (net_parse_ip(host, &d->addrs[0], &d->lens[0]) == 0) {
-        d->naddrs = 1;
+    /* A literal IP is never resolved (no evdns, no getaddrinfo). */
+    if (net_parse_ip(host, &ss, &len) == 0) {
+        d->naddrs = (size_t)addr_set(&d->one, (struct sockaddr *)&ss, len);
         dial_check_and_connect(d);
     } else if ((r = policy_resolve_lookup(c->pol, host)) != NULL) {
-        for (i = 0; i < r->naddrs && i < DIAL_MAX_ADDRS; i++) {
-            memcpy(&d->addrs[i], &r->addrs[i], sizeof(d->addrs[i]));
-            d->lens[i] = r->addr_lens[i];
+        if (addrs_alloc(d) == -1) {
+            dial_finish(d, "upstream-dns", "out of memory");
+            return d;
         }
-        d->naddrs = i;
+        for (i = 0; i < r->naddrs && i < DIAL_MAX_ADDRS; i++)
+            d->naddrs += (size_t)addr_set(&d->addrs[d->naddrs],
+                                          (const struct sockaddr *)&r->addrs[i], r->addr_lens[i]);
         dial_check_and_connect(d);
     } else if (c->px->deps.dns == NULL) {
         dial_finish(d, "upstream-dns", "no resolver available");
@@ -264,9 +319,9 @@ dial_cancel(struct dial *d)
         evdns_getaddrinfo_cancel(d->dns_req);
     if (d->bev != NULL)
         bufferevent_free(d->bev);
-    if (d->timer != NULL)
-        event_free(d->timer);
-    if (d->done_ev != NULL)
-        event_free(d->done_ev);
+    event_del(d->timer);
+    event_del(d->done_ev);
+    if (d->addrs != &d->one)
+        free(d->addrs);
     free(d);
 }

@@ -13,6 +13,10 @@
 #include "proxy/proxy_internal.h"
 #include "proxy/socks5.h"
 
+/* Bytes read ahead from a client that sends after its request, before the reply (plus
+ * one read); the rest waits in the kernel until the tunnel starts. */
+#define SOCKS_EARLY_MAX (16 * 1024)
+
 /*
  * Handshake replies are a few bytes for a socket with nothing queued: send them now rather
  * than a loop turn later on writability, which costs a wake-up and two epoll_ctl calls per
@@ -46,6 +50,19 @@ socks_reply(struct conn *c, unsigned char rep)
         bound = (const struct sockaddr *)&ss;
     n = socks5_format_reply(out, rep, bound);
     socks_send(c, out, n);
+}
+
+/*
+ * While the target is dialed, EOF from the client is a half-close, not a departure: what
+ * it sent stays queued for the tunnel, and the relay passes the EOF on (the socket reports
+ * it again). Errors still end the connection.
+ */
+static void
+socks_dial_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR))
+        return; /* libevent stopped reading by itself */
+    http_client_eventcb(bev, what, arg);
 }
 
 static void
@@ -160,7 +177,10 @@ socks_request(struct conn *c, struct evbuffer *in)
     c->fixed = 1;
     util_strlcpy(c->host, c->ex->host, sizeof(c->host));
     c->port = req.port;
-    bufferevent_disable(c->client, EV_READ);
+    /* The client's socket stays registered for reading through the dial (removing it and
+     * adding it back for the relay cost two epoll_ctl per connection). What it sends early
+     * waits in its input (socks_client_readcb) and goes first once the tunnel starts. */
+    bufferevent_setcb(c->client, socks_client_readcb, NULL, socks_dial_eventcb, c);
     socks_connect_decide(c);
     return 0; /* c may be gone: the decision owns it now */
 }
@@ -172,6 +192,13 @@ socks_client_readcb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     int more = 1, steps;
 
+    if (c->state == CS_DIALING) {
+        /* Early bytes, sent before the reply: bounded, the kernel holds the rest. Whoever
+         * takes the connection next (tunnel, inspected stream) enables reading again. */
+        if (evbuffer_get_length(in) >= SOCKS_EARLY_MAX)
+            bufferevent_disable(bev, EV_READ);
+        return;
+    }
     /* One message per step; a client may send greeting, auth and request back to back.
      * A step returning 0 may have freed c, so nothing touches c after it. */
     for (steps = 0; more && steps < 3 && evbuffer_get_length(in) > 0; steps++) {

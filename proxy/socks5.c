@@ -77,6 +77,23 @@ socks5_parse_userpass(const unsigned char *buf, size_t len, char *user, size_t u
     return (long)(3 + ulen + plen);
 }
 
+/* a[0..3] as a dotted quad, as inet_ntop writes it but without its printf (every IPv4
+ * SOCKS5 request comes through here). out holds at least 16 bytes. */
+static void
+format_ipv4(const unsigned char *a, char *out)
+{
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        if (a[i] >= 100)
+            *out++ = (char)('0' + a[i] / 100);
+        if (a[i] >= 10)
+            *out++ = (char)('0' + a[i] / 10 % 10);
+        *out++ = (char)('0' + a[i] % 10);
+        *out++ = i < 3 ? '.' : '\0';
+    }
+}
+
 static long
 request_fail(uint8_t *reply, uint8_t code)
 {
@@ -125,7 +142,6 @@ socks5_parse_request(const unsigned char *buf, size_t len, struct socks5_request
     /* Only now, with the whole request in hand, is the command judged. */
     if (buf[1] != SOCKS5_CMD_CONNECT)
         return request_fail(reply, 0x07);
-    memset(req, 0, sizeof(*req));
     req->cmd = buf[1];
     req->atyp = buf[3];
     a = buf + (buf[3] == SOCKS5_ATYP_DOMAIN ? 5 : 4);
@@ -134,8 +150,10 @@ socks5_parse_request(const unsigned char *buf, size_t len, struct socks5_request
             return request_fail(reply, 0x01);
         memcpy(req->host, a, alen);
         req->host[alen] = '\0';
+    } else if (alen == 4) {
+        format_ipv4(a, req->host);
     } else {
-        inet_ntop(alen == 4 ? AF_INET : AF_INET6, a, req->host, sizeof(req->host));
+        inet_ntop(AF_INET6, a, req->host, sizeof(req->host));
     }
     req->port = (uint16_t)(a[alen] << 8 | a[alen + 1]);
     return (long)need;

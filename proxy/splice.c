@@ -44,23 +44,27 @@ struct splice_dir {
     uint64_t moved;           /* bytes through this pipe, for the bulk test */
     struct evbuffer *pending; /* bytes queued before the relay started: sent first */
     uint64_t *count;
-    struct event *rd, *wr; /* readable `from`, writable `to` */
+    struct event *rd, *wr; /* readable `from`, writable `to`; in the relay's allocation */
+    int assigned;          /* rd and wr are assigned (event_del is safe) */
 };
 
+/* One allocation per tunnel: the relay, then its four events (event_assign). */
 struct splice_relay {
     struct conn *c;
     struct splice_dir dir[2]; /* [0] client -> upstream, [1] upstream -> client */
 };
+
+#define SPLICE_EV_OFFSET ((sizeof(struct splice_relay) + 15) & ~(size_t)15)
 
 static void
 dir_close(struct splice_dir *d)
 {
     if (d->big)
         splice_big_bytes -= SPLICE_BIG_PIPE;
-    if (d->rd != NULL)
-        event_free(d->rd);
-    if (d->wr != NULL)
-        event_free(d->wr);
+    if (d->assigned) {
+        event_del(d->rd);
+        event_del(d->wr);
+    }
     if (d->pipe[0] >= 0)
         close(d->pipe[0]);
     if (d->pipe[1] >= 0)
@@ -195,8 +199,10 @@ splice_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (d->eof && d->in_pipe == 0 && !d->shut) {
-        /* Half-close: pass the EOF on and keep relaying the other way. */
-        shutdown(d->to, SHUT_WR);
+        /* Half-close: pass the EOF on and keep relaying the other way. When the other way
+         * is done too, the close in conn_free sends that FIN: no shutdown call. */
+        if (!other->shut)
+            shutdown(d->to, SHUT_WR);
         d->shut = 1;
         if (d == &r->dir[0] && c->ex->status == 0)
             c->ex->status = 200;
@@ -216,15 +222,21 @@ dir_init(struct splice_relay *r, struct splice_dir *d, struct bufferevent *from,
          struct bufferevent *to, uint64_t *count)
 {
     struct event_base *base = bufferevent_get_base(from);
+    size_t evsz = event_get_struct_event_size();
+    char *ev = (char *)r + SPLICE_EV_OFFSET + (size_t)(d - r->dir) * 2 * evsz;
 
     d->r = r;
     d->from = bufferevent_getfd(from);
     d->to = bufferevent_getfd(to);
     d->pending = bufferevent_get_output(to);
     d->count = count;
-    d->rd = event_new(base, d->from, EV_READ | EV_PERSIST, splice_cb, d);
-    d->wr = event_new(base, d->to, EV_WRITE | EV_PERSIST, splice_cb, d);
-    return d->rd != NULL && d->wr != NULL ? 0 : -1;
+    d->rd = (struct event *)ev;
+    d->wr = (struct event *)(ev + evsz);
+    if (event_assign(d->rd, base, d->from, EV_READ | EV_PERSIST, splice_cb, d) == -1 ||
+        event_assign(d->wr, base, d->to, EV_WRITE | EV_PERSIST, splice_cb, d) == -1)
+        return -1;
+    d->assigned = 1;
+    return 0;
 }
 
 /*
@@ -241,7 +253,7 @@ splice_relay_start(struct conn *c)
         bufferevent_get_underlying(c->up) != NULL || bufferevent_getfd(c->client) < 0 ||
         bufferevent_getfd(c->up) < 0)
         return -1;
-    if ((r = calloc(1, sizeof(*r))) == NULL)
+    if ((r = calloc(1, SPLICE_EV_OFFSET + 4 * event_get_struct_event_size())) == NULL)
         return -1;
     r->c = c;
     r->dir[0].pipe[0] = r->dir[0].pipe[1] = r->dir[1].pipe[0] = r->dir[1].pipe[1] = -1;
@@ -251,10 +263,8 @@ splice_relay_start(struct conn *c)
         splice_relay_free(r);
         return -1;
     }
-    bufferevent_disable(c->client, EV_READ | EV_WRITE);
-    bufferevent_disable(c->up, EV_READ | EV_WRITE);
     /* A socket bufferevent freezes the start of its output (only it drains it); both are
-     * disabled for good from here on, so the relay drains them instead. */
+     * disabled for good below, so the relay drains them instead. */
     evbuffer_unfreeze(r->dir[0].pending, 1);
     evbuffer_unfreeze(r->dir[1].pending, 1);
     bufferevent_setcb(c->client, NULL, NULL, NULL, NULL);
@@ -265,7 +275,12 @@ splice_relay_start(struct conn *c)
      * then finds the error and frees c from the event loop, not under our caller. */
     (void)dir_flush_pending(&r->dir[0]);
     (void)dir_flush_pending(&r->dir[1]);
+    /* Arm before the bufferevents let go: an fd one of them still reads (the SOCKS5 client
+     * does, through the dial) stays registered, and the hand-over costs no epoll_ctl
+     * (disabling first would remove it from epoll and add it right back). */
     dir_arm(&r->dir[0]);
     dir_arm(&r->dir[1]);
+    bufferevent_disable(c->client, EV_READ | EV_WRITE);
+    bufferevent_disable(c->up, EV_READ | EV_WRITE);
     return 0;
 }

@@ -33,11 +33,17 @@ def audit_since(d, n0, pred, count=1, timeout=5.0):
 
 @contextlib.contextmanager
 def fixture():
-    with h.Origin() as o, h.Origin(tls=TLS) as tls_o, h.CountingListener() as trap:
+    with h.Origin() as o, h.Origin(tls=TLS) as tls_o, h.CountingListener() as trap, \
+            socket.socket() as slow:
         closed = h.free_port()  # nothing listens here: connection refused
-        S.update(origin=o, tls=tls_o, trap=trap, closed=closed)
+        # Accepts nothing until a test says so: with one connection queued, a SYN to it
+        # is dropped and the dialer waits for its retransmit (a dial that takes ~1 s).
+        slow.bind(("127.0.0.1", 0))
+        slow.listen(0)
+        S.update(origin=o, tls=tls_o, trap=trap, closed=closed, slow=slow)
         rules = [
-            h.rule("api", ports=[o.port, tls_o.port, closed], action="allow"),
+            h.rule("api", ports=[o.port, tls_o.port, closed, slow.getsockname()[1]],
+                   action="allow"),
             h.rule("trap-deny", host="denied.example.test", ports=[trap.port],
                    action="deny"),
         ]
@@ -182,6 +188,54 @@ def success_then_data_flows(d):
         status, _, body, _ = h.read_http_response(s)
         eq(status, 200, "status over the SOCKS5 stream")
         check(b"/raw-socks" in body, "echo body", body)
+
+
+def early_data_while_dialing(d, early):
+    """A client sends its request, `early` and a half-close, all before the reply, while the
+    dial is still waiting: the target must get every byte then EOF, and its answer and EOF
+    must come back after the reply."""
+    slow = S["slow"]
+    port = slow.getsockname()[1]
+    n0 = len(d.audit_records())
+    filler = socket.create_connection(("127.0.0.1", port), timeout=5)  # fills the queue
+    s, greet = open_socks(d)
+    with s, filler:
+        eq(greet, b"\x05\x02", "method")
+        eq(authenticate(s), b"\x01\x00", "auth")
+        host = b"api.example.test"
+        s.sendall(b"\x05\x01\x00\x03" + bytes([len(host)]) + host + struct.pack(">H", port) +
+                  early)
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(h.scaled(0.3))  # airlockd reads on while its SYN waits
+        slow.settimeout(h.scaled(10))
+        q, _ = slow.accept()
+        q.close()  # the filler: room in the queue for the retransmitted SYN
+        up, _ = slow.accept()
+        with up:
+            got = h.recv_all(up, 5, limit=len(early))
+            eq(len(got), len(early), "bytes at the target")
+            check(got == early, "bytes at the target differ")
+            eq(recv_n(up, 1, h.scaled(5)), b"", "EOF at the target after the bytes")
+            up.sendall(b"pong")
+        rep = recv_n(s, 10)
+        eq(rep[:2], b"\x05\x00", "reply")
+        eq(h.recv_all(s, 5), b"pong", "answer, then EOF")
+    recs = audit_since(d, n0, lambda x: x.get("port") == port)
+    check(recs, "no audit record for the tunnel")
+    eq((recs[0].get("decision"), recs[0].get("bytes_up"), recs[0].get("bytes_down")),
+       ("allow", len(early), 4), "audit decision and byte counts")
+
+
+@test
+def half_close_while_dialing(d):
+    # airlockd reads the client's EOF during the dial: a half-close, not a departure.
+    early_data_while_dialing(d, b"GET / HTTP/1.0\r\n\r\n")
+
+
+@test
+def early_data_past_read_ahead_while_dialing(d):
+    # 48 KiB: more than airlockd reads ahead of the reply (16 KiB); the rest waits.
+    early_data_while_dialing(d, bytes(range(256)) * 192)
 
 
 @test

@@ -88,6 +88,23 @@ test_request(void **state)
     assert_int_equal(req.atyp, SOCKS5_ATYP_IPV4);
     assert_string_equal(req.host, "127.0.0.1");
     assert_int_equal(req.port, 443);
+    /* IPv4 text is written without inet_ntop: every digit count, both ends of the range */
+    {
+        static const unsigned char quads[][4] = {{0, 0, 0, 0},
+                                                 {255, 255, 255, 255},
+                                                 {10, 0, 100, 9},
+                                                 {1, 20, 199, 250},
+                                                 {192, 168, 99, 101}};
+        unsigned char buf[10] = {5, 1, 0, 1, 0, 0, 0, 0, 0, 80};
+        char want[INET_ADDRSTRLEN];
+
+        for (size_t i = 0; i < sizeof(quads) / sizeof(quads[0]); i++) {
+            memcpy(buf + 4, quads[i], 4);
+            assert_int_equal(socks5_parse_request(buf, sizeof(buf), &req, &rep), 10);
+            inet_ntop(AF_INET, quads[i], want, sizeof(want));
+            assert_string_equal(req.host, want);
+        }
+    }
     assert_int_equal(request(v6, 22, &req, &rep), 22);
     assert_int_equal(req.atyp, SOCKS5_ATYP_IPV6);
     assert_string_equal(req.host, "2001:db8::1");
