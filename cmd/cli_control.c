@@ -100,6 +100,33 @@ cli_approve(const char *sock, const char *id, int approve)
     return 0;
 }
 
+/* One line for the buddy device: its state in words, then what goes with it. */
+static void
+print_device(json_t *dev)
+{
+    const char *state = field(dev, "state");
+
+    if (strcmp(state, "connected") == 0)
+        printf("device: connected, device %s on %s\n", field(dev, "devid"), field(dev, "path"));
+    else if (strcmp(state, "connecting") == 0 && json_object_get(dev, "reason") != NULL)
+        printf("device: connecting on %s: %s\n", field(dev, "path"), field(dev, "reason"));
+    else if (strcmp(state, "connecting") == 0)
+        printf("device: connecting on %s (HELLO sent)\n", field(dev, "path"));
+    else if (strcmp(state, "absent") == 0)
+        printf("device: port absent (%s), polling: %s\n", field(dev, "path"),
+            field(dev, "reason"));
+    else if (strcmp(state, "waiting_for_key") == 0)
+        printf("device: waiting for the pair key (%lld attempts): %s\n",
+            (long long)json_integer_value(json_object_get(dev, "attempts")),
+            field(dev, "reason"));
+    else if (strcmp(state, "off") == 0)
+        printf("device: off: %s\n", field(dev, "reason"));
+    else if (strcmp(state, "not_configured") == 0)
+        printf("device: not configured\n");
+    else
+        printf("device: %s\n", state);
+}
+
 int
 cli_status(const char *sock)
 {
@@ -112,7 +139,9 @@ cli_status(const char *sock)
     json_object_foreach(reply, key, v) {
         if (strcmp(key, "ok") == 0)
             continue;
-        if (json_is_string(v)) {
+        if (strcmp(key, "device") == 0 && json_is_object(v)) {
+            print_device(v);
+        } else if (json_is_string(v)) {
             printf("%s: %s\n", key, json_string_value(v));
         } else if ((s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT)) != NULL) {
             printf("%s: %s\n", key, s);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <jansson.h>
 
 #include "approvals/approvals.h"
 #include "cmd/daemon_internal.h"
@@ -172,8 +173,11 @@ try_device(struct daemon_device *dv, struct err *err)
     }
     r = link_up(dv, key, err);
     secbuf_free(key);
-    if (r == -1)
+    if (r == -1) {
+        dv->waiting = 0; /* off until a reload, for this reason (status shows it) */
+        dv->why = *err;
         return -1;
+    }
     dv->waiting = 0;
     dv->why_logged = 0;
     log_info("buddy device: watching %s", dv->path);
@@ -247,6 +251,51 @@ daemon_device_stop(struct daemon *d)
 {
     device_free(d->device);
     d->device = NULL;
+}
+
+/* The link's own state: absent, connecting or connected. */
+static json_t *
+link_status(const struct buddy_link *link)
+{
+    struct buddy_link_status st;
+
+    buddy_link_status(link, &st);
+    switch (st.state) {
+    case BUDDY_LINK_ABSENT:
+        return json_pack("{s:s, s:s, s:s}", "state", "absent", "path", st.path, "reason",
+            st.reason[0] != '\0' ? st.reason : "not opened yet");
+    case BUDDY_LINK_HANDSHAKE:
+        if (st.wrong_mac)
+            return json_pack("{s:s, s:s, s:s}", "state", "connecting", "path", st.path,
+                "reason", "HELLO reply with a wrong mac (paired with another key?)");
+        return json_pack("{s:s, s:s}", "state", "connecting", "path", st.path);
+    case BUDDY_LINK_CONNECTED:
+        return json_pack("{s:s, s:s, s:s}", "state", "connected", "path", st.path, "devid",
+            st.devid);
+    }
+    return NULL;
+}
+
+json_t *
+daemon_device_status(const struct daemon *d)
+{
+    const struct daemon_device *dv = d->device;
+    const struct policy *p = d->pol;
+
+    if (dv == NULL && !p->approvals.device_enabled)
+        return json_pack("{s:s}", "state", "not_configured");
+    if (dv == NULL)
+        return json_pack("{s:s, s:s}", "state", "off", "reason",
+            p->approvals.device_auth_hmac && p->vault.backend == POLICY_BACKEND_NONE ?
+                "approvals.device.auth is hmac but no vault holds the pair key" :
+                "the device side could not be started; off until a reload");
+    if (dv->link != NULL)
+        return link_status(dv->link);
+    if (dv->waiting)
+        return json_pack("{s:s, s:s, s:s, s:I}", "state", "waiting_for_key", "path", dv->path,
+            "reason", dv->why.msg, "attempts", (json_int_t)dv->attempts);
+    return json_pack("{s:s, s:s, s:s}", "state", "off", "path", dv->path, "reason",
+        dv->why.msg);
 }
 
 static int

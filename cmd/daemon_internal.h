@@ -9,6 +9,7 @@ struct event_base;
 struct evdns_base;
 struct daemon_device;
 struct hsm_config;
+struct json_t;
 struct policy;
 
 struct daemon {
@@ -32,5 +33,11 @@ void daemon_device_stop(struct daemon *d);
 /* After d->pol was replaced: restarts the device side if its settings changed, or tries
  * the pair key now if it is still waiting for it. Never fails the reload. */
 void daemon_device_reload(struct daemon *d);
+/*
+ * The device side for `airlock status`: {"state": not_configured | off | waiting_for_key
+ * | absent | connecting | connected, plus "path", "reason", "attempts", "devid" where they
+ * apply}. New reference, or NULL when out of memory.
+ */
+struct json_t *daemon_device_status(const struct daemon *d);
 
 #endif

@@ -71,6 +71,22 @@ int buddy_link_connected(const struct buddy_link *l);
 /* The connected device's id, or NULL. */
 const char *buddy_link_devid(const struct buddy_link *l);
 
+enum buddy_link_state {
+    BUDDY_LINK_ABSENT,    /* no port open; tried again every BUDDY_POLL_MS */
+    BUDDY_LINK_HANDSHAKE, /* port open, no HELLO reply has verified yet */
+    BUDDY_LINK_CONNECTED  /* a HELLO verified: presses on the shown item decide it */
+};
+
+/* What `airlock status` shows of the link; the strings live as long as the link state. */
+struct buddy_link_status {
+    enum buddy_link_state state;
+    const char *path;   /* ABSENT: as configured ("auto" or a tty); else the port open */
+    const char *reason; /* ABSENT: why the last open failed ("" before the first try) */
+    const char *devid;  /* CONNECTED: the device's id, else NULL */
+    int wrong_mac;      /* HANDSHAKE: a HELLO reply failed the mac (paired with another key?) */
+};
+void buddy_link_status(const struct buddy_link *l, struct buddy_link_status *out);
+
 /* Lines that were ignored, by reason. */
 struct buddy_link_stats {
     uint64_t malformed, bad_mac, replayed, unknown_id, overlong;

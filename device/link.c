@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,6 +98,7 @@ link_close(struct buddy_link *l, const char *why)
 {
     if (l->fd < 0)
         return;
+    snprintf(l->absent_why, sizeof(l->absent_why), "%s: %s", l->open_path, why);
     if (l->quiet_reopen)
         log_debug("buddy: %s: %s; device closed again before a handshake", l->open_path, why);
     else
@@ -252,6 +254,8 @@ try_open(struct buddy_link *l)
 
     if (strcmp(l->path, "auto") == 0) {
         if (buddy_serial_auto_path(path, sizeof(path)) < 0) {
+            util_strlcpy(l->absent_why, "no device under /dev/serial/by-id",
+                sizeof(l->absent_why));
             if (!l->absent_logged)
                 log_info("buddy: no device under /dev/serial/by-id yet; polling every %d ms",
                     BUDDY_POLL_MS);
@@ -262,6 +266,7 @@ try_open(struct buddy_link *l)
         util_strlcpy(path, l->path, sizeof(path));
     }
     if ((fd = buddy_serial_open(path, l->baud, &err)) < 0) {
+        util_strlcpy(l->absent_why, err.msg, sizeof(l->absent_why));
         if (!l->absent_logged)
             log_info("buddy: %s; polling every %d ms", err.msg, BUDDY_POLL_MS);
         l->absent_logged = 1;
@@ -271,6 +276,7 @@ try_open(struct buddy_link *l)
     l->ev_write = event_new(l->base, fd, EV_WRITE, on_write, l);
     if (l->ev_read == NULL || l->ev_write == NULL || event_add(l->ev_read, NULL) < 0) {
         log_error("buddy: %s: cannot register events", path);
+        snprintf(l->absent_why, sizeof(l->absent_why), "%s: cannot register events", path);
         event_free(l->ev_read);
         event_free(l->ev_write);
         l->ev_read = l->ev_write = NULL;
@@ -278,6 +284,7 @@ try_open(struct buddy_link *l)
         return;
     }
     l->fd = fd;
+    l->absent_why[0] = '\0';
     util_strlcpy(l->open_path, path, sizeof(l->open_path));
     if (!l->quiet_reopen)
         l->absent_logged = 0;
@@ -406,4 +413,27 @@ void
 buddy_link_stats(const struct buddy_link *l, struct buddy_link_stats *out)
 {
     *out = l->stats;
+}
+
+void
+buddy_link_status(const struct buddy_link *l, struct buddy_link_status *out)
+{
+    memset(out, 0, sizeof(*out));
+    switch (l->state) {
+    case LINK_CLOSED:
+        out->state = BUDDY_LINK_ABSENT;
+        out->path = l->path;
+        out->reason = l->absent_why;
+        break;
+    case LINK_HELLO:
+        out->state = BUDDY_LINK_HANDSHAKE;
+        out->path = l->open_path;
+        out->wrong_mac = l->bad_hello_logged;
+        break;
+    case LINK_READY:
+        out->state = BUDDY_LINK_CONNECTED;
+        out->path = l->open_path;
+        out->devid = l->devid;
+        break;
+    }
 }

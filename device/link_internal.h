@@ -46,6 +46,7 @@ struct buddy_link {
     struct evbuffer *out;
     enum link_state state;
     int absent_logged;
+    char absent_why[256]; /* why the last open failed, for buddy_link_status */
     /* One line per state change, not per attempt: a device that keeps answering HELLO
      * with a wrong mac, or a port that opens and drops before any handshake, is logged
      * once until a handshake verifies. */

@@ -3,9 +3,11 @@ background curl that can be held and killed, the CLI's pending list, audit looku
 configs with approval rules, and a wrapper around airlock-buddy-sim.
 """
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -78,6 +80,44 @@ def pending(d):
         if m:
             items[m.group(1)] = (m.group(2), m.group(3), m.group(5), m.group(6))
     return items
+
+
+def status_json(d):
+    """The raw reply to {"op":"status"} on the control socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(h.scaled(10))
+    try:
+        sock.connect(os.path.join(d.tmpdir, "run", "control.sock"))
+        sock.sendall(b'{"op":"status"}\n')
+        buf = b""
+        while not buf.endswith(b"\n") and len(buf) < 65536:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        sock.close()
+    return json.loads(buf)
+
+
+def device_line(d):
+    """The "device: ..." line of `airlock status`."""
+    rc, out = cli(d, "status")
+    eq(rc, 0, "airlock status exit (%s)" % out)
+    lines = [l for l in out.splitlines() if l.startswith("device: ")]
+    eq(len(lines), 1, "device lines in `airlock status` (%s)" % out)
+    return lines[0]
+
+
+def wait_device_state(d, state, timeout=6.0):
+    """Polls status until the device reaches state; returns its JSON object."""
+    deadline = time.monotonic() + h.scaled(timeout)
+    while True:
+        dev = status_json(d).get("device")
+        if (dev or {}).get("state") == state or time.monotonic() >= deadline:
+            eq((dev or {}).get("state"), state, "device state in status (%r)" % dev)
+            return dev
+        time.sleep(0.1)
 
 
 def wait_pending(d, n, timeout=8.0):

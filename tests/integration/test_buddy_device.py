@@ -16,7 +16,8 @@ import time
 import harness as h
 from harness import check, eq, test
 from approval_util import (BgCurl, ID_RE, PENDING_RE, SIM, Sim, audit_for, cli, cli_rule, config,
-                           pending, still_waiting, url, wait_new_item, wait_pending)
+                           device_line, pending, still_waiting, url, wait_device_state,
+                           wait_new_item, wait_pending)
 
 
 def press(sim, key):
@@ -42,6 +43,11 @@ def device_press_releases_the_held_post():
             sim = Sim(link, "--auto", "approve", "--delay", "300")
             try:
                 sim.wait_line(r"^hello SIM1$")
+                dev = wait_device_state(d, "connected")
+                eq(dev.get("devid"), "SIM1", "device id in status")
+                eq(dev.get("path"), link, "device path in status")
+                eq(device_line(d), "device: connected, device SIM1 on %s" % link,
+                   "airlock status device line")
                 body = os.urandom(500)
                 bg = BgCurl(d, url(o, "/deploy"), data=body)
                 shown = sim.wait_line(r"^shown %s POST " % ID_RE)
@@ -89,7 +95,13 @@ def late_plug_and_replug_show_the_item_again():
     with h.Origin() as o:
         link = link_path()
         with h.Daemon(config(o, [device_rule(o)], device_link=link)) as d:
-            # No device at all: the item waits.
+            # No device at all: the item waits, and status says the port is absent.
+            dev = wait_device_state(d, "absent")
+            eq(dev.get("path"), link, "configured path in status")
+            check(link in dev.get("reason", ""), "absent reason names the port", dev)
+            line = device_line(d)
+            check(line.startswith("device: port absent (%s), polling: " % link),
+                  "airlock status device line while absent", line)
             bg = BgCurl(d, url(o, "/late"), data=b"1")
             iid, _ = wait_new_item(d, set())
             still_waiting(bg, o, 0, 1.5)
@@ -115,6 +127,7 @@ def late_plug_and_replug_show_the_item_again():
             check(iid2 in pending(d), "item left the queue when the device was unplugged")
             check(not bg.done(), "request finished while the device was unplugged")
             check(d.alive(), "daemon died on unplug")
+            wait_device_state(d, "absent")
             sim = Sim(link, "--auto", "approve", "--delay", "300")
             try:
                 sim.wait_line(r"^hello SIM1$", 6)

@@ -18,7 +18,8 @@ import time
 import harness as h
 from harness import check, eq, test
 from approval_util import (BgCurl, ID_RE, SIM, Sim, audit_for, cli, cli_rule, config,
-                           pending, still_waiting, url, wait_new_item)
+                           device_line, pending, still_waiting, url, wait_device_state,
+                           wait_new_item)
 from fault_dev_util import Backend, FakeDevice, vault_cli
 
 OFF_RE = r"buddy device: off, pair key unavailable: "
@@ -102,8 +103,16 @@ def token_away_at_start_then_back():
         tok.remove()
         with d:
             d.start()
-            wait_log(d, OFF_RE)
+            off = wait_log(d, OFF_RE + r"(.*) \(retrying")
             t_off = time.monotonic()
+            # status says why the device is off: the same reason as the log line.
+            dev = wait_device_state(d, "waiting_for_key")
+            eq(dev.get("reason"), off.group(1), "waiting reason in status")
+            check(dev.get("attempts", 0) >= 1, "attempts in status", dev)
+            eq(dev.get("path"), link, "device path in status")
+            line = device_line(d)
+            check(re.match(r"device: waiting for the pair key \(\d+ attempts\): ", line) and
+                  line.endswith(off.group(1)), "airlock status device line while waiting", line)
             sim = Sim(link, "--auth", "hmac", "--key-file", keyfile)
             try:
                 bg = BgCurl(d, url(o, "/deploy"), data=b"d=1")
@@ -143,6 +152,9 @@ def token_away_at_start_then_back():
                 print("  device up %.1fs after the token came back" %
                       (time.monotonic() - t_back), flush=True)
                 wait_log(d, ON_RE)
+                eq(wait_device_state(d, "connected").get("devid"), "SIM1", "device id in status")
+                eq(device_line(d), "device: connected, device SIM1 on %s" % link,
+                   "airlock status device line once connected")
                 eq([q["path"] for q in o.requests], ["/any1"], "origin before the press")
                 check(not bg.done(), "held request finished before the press")
                 press(sim)
@@ -281,12 +293,18 @@ def device_with_another_key_is_logged_once():
                 for _ in range(3):
                     dev.handshake()
                 wait_log(d, r"HELLO from FAKE1 with a wrong mac ignored")
+                st = wait_device_state(d, "connecting")
+                check("wrong mac" in st.get("reason", ""), "wrong mac in status", st)
+                eq(device_line(d), "device: connecting on %s: %s" % (link, st["reason"]),
+                   "airlock status device line with the wrong key")
                 time.sleep(0.5)
                 eq(len(re.findall(r"wrong mac ignored", d.log_text())), 1,
                    "warnings for three wrong HELLO replies")
                 dev.key = key
                 dev.handshake()
                 wait_log(d, r"device FAKE1 connected \(auth hmac\)")
+                eq(wait_device_state(d, "connected").get("devid"), "FAKE1",
+                   "device id in status")
             finally:
                 dev.unplug()
             wait_log(d, r"end of file; device closed, polling for it")
