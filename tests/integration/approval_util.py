@@ -3,6 +3,7 @@ background curl that can be held and killed, the CLI's pending list, audit looku
 configs with approval rules, and a wrapper around airlock-buddy-sim.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -181,6 +182,7 @@ class Sim:
     """airlock-buddy-sim on its own pty; its event lines are collected by a thread."""
 
     def __init__(self, link, *args):
+        self.link = link
         self.lines = []
         self.lock = threading.Lock()
         self.p = subprocess.Popen([SIM, "--link", link, "--auth", "none"] + list(args),
@@ -218,3 +220,10 @@ class Sim:
                 self.p.kill()
                 self.p.wait(5)
         self.t.join(2)
+        # A killed simulator leaves its link pointing at a pty number the next simulator
+        # (of this or a concurrently running test) may be given: another daemon still
+        # polling this link would then talk to that device. Unplugged means gone.
+        slave = next((ln.split()[1] for ln in self.text() if ln.startswith("ready ")), None)
+        with contextlib.suppress(OSError):
+            if slave is not None and os.readlink(self.link) == slave:
+                os.unlink(self.link)
