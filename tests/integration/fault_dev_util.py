@@ -25,7 +25,8 @@ import time
 import tty
 
 import harness as h
-from harness import check
+from harness import check, eq
+from approval_util import SIM
 from token_util import Backend  # noqa: F401  (re-exported for the fault tests)
 
 
@@ -36,6 +37,25 @@ SECRET = b"tok-" + os.urandom(12).hex().encode()
 
 def vault_cli(d, *args, secret=None):
     return h.run_airlock(["-c", d.config_path] + list(args), input_bytes=secret)
+
+
+def pair_sim(d, link):
+    """Pairs airlock-buddy-sim (pairing mode) through `airlock buddy pair` (token present,
+    daemon not running); returns the path of the key file the simulator now holds (the
+    daemon has the key sealed in the vault as _buddy)."""
+    keyfile = os.path.join(h.make_tmpdir("airlock-key-"), "key")
+    p = subprocess.Popen([SIM, "--link", link, "--pairing", "--key-file", keyfile],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        ready = p.stdout.readline().decode()
+        check(ready.startswith("ready ") and "pairing" in ready, "sim in pairing mode", ready)
+        rc, out = vault_cli(d, "buddy", "pair")
+        eq(rc, 0, "airlock buddy pair (%s)" % out)
+    finally:
+        p.terminate()
+        p.communicate(timeout=5)
+    check(os.path.exists(keyfile), "simulator stored the pair key")
+    return keyfile
 
 
 # --- a keep-alive client ------------------------------------------------------------------

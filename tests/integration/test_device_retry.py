@@ -12,15 +12,14 @@ releases it. A reload tries at once.
 import copy
 import os
 import re
-import subprocess
 import time
 
 import harness as h
 from harness import check, eq, test
-from approval_util import (BgCurl, ID_RE, SIM, Sim, audit_for, cli, cli_rule, config,
+from approval_util import (BgCurl, ID_RE, Sim, audit_for, cli, cli_rule, config,
                            device_line, pending, still_waiting, url, wait_device_state,
                            wait_new_item)
-from fault_dev_util import Backend, FakeDevice, vault_cli
+from fault_dev_util import Backend, FakeDevice, pair_sim, vault_cli
 
 OFF_RE = r"buddy device: off, pair key unavailable: "
 ON_RE = r"buddy device: pair key unsealed \(attempt \d+\); device on"
@@ -58,24 +57,6 @@ class Token:
         os.rename(self.away, self.dir)
 
 
-def paired_key(d, link):
-    """Pairs airlock-buddy-sim through `airlock buddy pair` (token present, daemon not
-    running); returns the path of the key file the simulator now holds."""
-    keyfile = os.path.join(h.make_tmpdir("airlock-key-"), "key")
-    p = subprocess.Popen([SIM, "--link", link, "--pairing", "--key-file", keyfile],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        ready = p.stdout.readline().decode()
-        check(ready.startswith("ready ") and "pairing" in ready, "sim in pairing mode", ready)
-        rc, out = vault_cli(d, "buddy", "pair")
-        eq(rc, 0, "airlock buddy pair (%s)" % out)
-    finally:
-        p.terminate()
-        p.communicate(timeout=5)
-    check(os.path.exists(keyfile), "simulator stored the pair key")
-    return keyfile
-
-
 def setup(o, tok, rules):
     """A stopped daemon with auth hmac, its vault initialised and the simulator paired:
     (daemon, device link path, key file, config)."""
@@ -85,7 +66,7 @@ def setup(o, tok, rules):
     cfg["vault"] = tok.b.vault
     d = h.Daemon(cfg, start=False)
     eq(vault_cli(d, "init")[0], 0, "airlock init")
-    return d, link, paired_key(d, link), cfg
+    return d, link, pair_sim(d, link), cfg
 
 
 def no_hello(sim):

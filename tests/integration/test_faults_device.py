@@ -10,14 +10,13 @@ origin records every request it receives, so "not forwarded" is checked where it
 
 import os
 import re
-import subprocess
 import time
 
 import harness as h
 from harness import check, eq, test
-from approval_util import (BgCurl, ID_RE, SIM, Sim, audit_for, cli, config, pending,
+from approval_util import (BgCurl, ID_RE, Sim, audit_for, cli, config, pending,
                            still_waiting, url)
-from fault_dev_util import Backend, FakeDevice, kill_now, vault_cli
+from fault_dev_util import Backend, FakeDevice, kill_now, pair_sim, vault_cli
 
 
 def device_rule(origin, approve="device"):
@@ -148,20 +147,8 @@ def half_a_line_then_unplug_then_cli_decides():
 
 
 def paired_key(d, link):
-    """Pairs airlock-buddy-sim (pairing mode) through `airlock buddy pair`; returns the key
-    the device now holds (the daemon has it sealed in the vault as _buddy)."""
-    keyfile = os.path.join(h.make_tmpdir("airlock-key-"), "key")
-    p = subprocess.Popen([SIM, "--link", link, "--pairing", "--key-file", keyfile],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        ready = p.stdout.readline().decode()
-        check(ready.startswith("ready ") and "pairing" in ready, "sim in pairing mode", ready)
-        rc, out = vault_cli(d, "buddy", "pair")
-        eq(rc, 0, "airlock buddy pair (%s)" % out)
-    finally:
-        p.terminate()
-        p.communicate(timeout=5)
-    with open(keyfile) as f:
+    """The key the paired device holds (the daemon has it sealed in the vault as _buddy)."""
+    with open(pair_sim(d, link)) as f:
         return bytes.fromhex(f.read().strip())
 
 
