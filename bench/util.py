@@ -89,14 +89,14 @@ def cpu_seconds(pid):
         fields = st[st.rindex(")") + 2:].split()
         kids.setdefault(int(fields[1]), []).append(int(d))
         ticks[int(d)] = int(fields[11]) + int(fields[12])
-    total, todo, seen = 0, [pid], set()
-    while todo:
-        p = todo.pop()
+    total, stack, seen = 0, [pid], set()
+    while stack:
+        p = stack.pop()
         if p in seen:
             continue
         seen.add(p)
         total += ticks.get(p, 0)
-        todo.extend(kids.get(p, []))
+        stack.extend(kids.get(p, []))
     return total / tick
 
 
