@@ -102,8 +102,8 @@ util_hex_encode(const void *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int
-hexval(int c)
+int
+util_hex_digit(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -122,9 +122,9 @@ util_hex_decode(const char *hex, void *out, size_t n)
     int hi, lo;
 
     for (i = 0; i < n; i++) {
-        if ((hi = hexval((unsigned char)hex[2 * i])) < 0)
+        if ((hi = util_hex_digit((unsigned char)hex[2 * i])) < 0)
             return -1;
-        if ((lo = hexval((unsigned char)hex[2 * i + 1])) < 0)
+        if ((lo = util_hex_digit((unsigned char)hex[2 * i + 1])) < 0)
             return -1;
         p[i] = (unsigned char)(hi << 4 | lo);
     }

@@ -17,6 +17,8 @@ int util_parse_size(const char *s, uint64_t *out_bytes);
 
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void util_hex_encode(const void *in, size_t n, char *out);
+/* The value of one hex digit (either case), -1 if c is not one. */
+int util_hex_digit(int c);
 /* Decodes exactly 2n hex characters into out[n]. -1 on any non-hex character. */
 int util_hex_decode(const char *hex, void *out, size_t n);
 

@@ -8,6 +8,7 @@
 
 #include <string.h>
 
+#include "common/util.h"
 #include "proxy/http_internal.h"
 
 #define CHUNK_MAX_SIZE ((uint64_t)1 << 40)
@@ -26,18 +27,6 @@ http_chunked_init(struct http_chunked *c)
     c->state = CK_SIZE0;
 }
 
-static int
-hex_value(char ch)
-{
-    if (is_digit(ch))
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /*
  * One byte of the chunk-size line (RFC 9112 7.1): hex digits, optional whitespace, then
  * ";extensions". "5 5" is refused: a size must not read differently to another parser.
@@ -46,7 +35,7 @@ hex_value(char ch)
 static int
 chunk_size_byte(struct http_chunked *c, char ch)
 {
-    int h = hex_value(ch);
+    int h = util_hex_digit((unsigned char)ch);
 
     if (ch == '\r')
         return c->state == CK_SIZE0 ? CK_ERROR : CK_SIZE_LF;
