@@ -516,6 +516,18 @@ def recv_all(sock, timeout=5.0, limit=1 << 20):
     return data
 
 
+def audit_since(d, n0, pred, count=1, timeout=5.0):
+    """Audit records after the first n0 that match pred, once there are count of them: a
+    blind tunnel is audited when both of its directions have ended, which can be after
+    the next test has started."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        got = [r for r in d.audit_records()[n0:] if pred(r)]
+        if len(got) >= count or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
 def read_http_response(sock, timeout=5.0):
     """Reads one HTTP response (headers + Content-Length body) from sock.
     Returns (status, headers dict lower-case, body, raw) or (0, {}, b"", raw) when the

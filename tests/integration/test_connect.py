@@ -21,18 +21,6 @@ TLS = (os.path.join(h.TLS_DIR, "server.pem"), os.path.join(h.TLS_DIR, "server.ke
 S = {}
 
 
-def audit_since(d, n0, pred, count=1, timeout=5.0):
-    """Audit records after the first n0 that match pred, once there are count of them: a
-    blind tunnel is audited when both of its directions have ended, which can be after
-    the next test has started."""
-    deadline = time.monotonic() + h.scaled(timeout)
-    while True:
-        got = [r for r in d.audit_records()[n0:] if pred(r)]
-        if len(got) >= count or time.monotonic() > deadline:
-            return got
-        time.sleep(0.05)
-
-
 class EofOrigin:
     """Accepts connections one at a time, reads each to EOF, then answers
     b"got LEN SHA256" and closes: it only answers once the client's half-close has come
@@ -197,7 +185,7 @@ def half_close_and_early_bytes_through_tunnel(d):
     sent = early + body
     want = b"got %d %s" % (len(sent), hashlib.sha256(sent).hexdigest().encode())
     eq(answer, want, "origin's answer after the half-close")
-    recs = audit_since(d, n0, lambda x: x.get("port") == port)
+    recs = h.audit_since(d, n0, lambda x: x.get("port") == port)
     check(len(recs) == 1, "no audit record for the tunnel")
     eq(recs[0].get("bytes_up"), len(sent), "audit bytes_up")
     eq(recs[0].get("bytes_down"), len(want), "audit bytes_down")
@@ -233,7 +221,7 @@ def websocket_after_101_is_relayed_both_ways(d):
         s.close()
     want = b"got %d %s" % (len(body), hashlib.sha256(body).hexdigest().encode())
     eq(answer, want, "origin's answer after the half-close")
-    recs = audit_since(d, n0, lambda x: x.get("port") == port)
+    recs = h.audit_since(d, n0, lambda x: x.get("port") == port)
     check(len(recs) == 1, "no audit record for the websocket")
     eq(recs[0].get("status"), 101, "audit status")
     eq(recs[0].get("bytes_up"), len(body), "audit bytes_up")
@@ -272,7 +260,7 @@ def denied_connect_is_403_and_never_dials(d):
                args=["--cacert", CA])
     check(r.rc != 0, "curl succeeded through a denied CONNECT", r)
     eq(trap.accepts, 0, "connections the proxy made to the denied target")
-    recs = audit_since(d, n0, lambda x: x.get("host") == "denied.example.test", 2)
+    recs = h.audit_since(d, n0, lambda x: x.get("host") == "denied.example.test", 2)
     check(len(recs) >= 2, "denied CONNECTs not audited", recs)
     for rec in recs[:2]:
         eq(rec.get("via"), "connect", "audit via")
@@ -295,7 +283,7 @@ def connect_without_rule_is_403_no_rule(d):
     eq(status, 403, "status (unknown host)")
     eq(hdrs.get("x-airlock-decision"), "no-rule", "X-Airlock-Decision (unknown host)")
     eq(trap.accepts, 0, "connections to the trap")
-    recs = audit_since(d, n0, lambda x: x.get("port") in (trap.port, 443), 2)
+    recs = h.audit_since(d, n0, lambda x: x.get("port") in (trap.port, 443), 2)
     eq([x.get("decision") for x in recs[:2]], ["no-rule", "no-rule"], "decisions")
 
 

@@ -19,18 +19,6 @@ TLS = (os.path.join(h.TLS_DIR, "server.pem"), os.path.join(h.TLS_DIR, "server.ke
 S = {}
 
 
-def audit_since(d, n0, pred, count=1, timeout=5.0):
-    """Audit records after the first n0 that match pred, once there are count of them: a
-    blind tunnel is audited when both of its directions have ended, which can be after
-    the next test has started."""
-    deadline = time.monotonic() + h.scaled(timeout)
-    while True:
-        got = [r for r in d.audit_records()[n0:] if pred(r)]
-        if len(got) >= count or time.monotonic() > deadline:
-            return got
-        time.sleep(0.05)
-
-
 @contextlib.contextmanager
 def fixture():
     with h.Origin() as o, h.Origin(tls=TLS) as tls_o, h.CountingListener() as trap, \
@@ -114,7 +102,7 @@ def curl_allowed_http(d):
     eq(r.status, 200, "status")
     eq(r.json()["path"], "/socks/path", "path at origin")
     eq(len(S["origin"].requests), seen + 1, "requests at origin")
-    recs = audit_since(d, n0, lambda x: x.get("port") == S["origin"].port)
+    recs = h.audit_since(d, n0, lambda x: x.get("port") == S["origin"].port)
     check(len(recs) > 0, "no audit record")
     rec = recs[0]
     eq(rec.get("via"), "socks5", "audit via")
@@ -158,7 +146,7 @@ def denied_host_reply_0x02(d):
     eq(socks_reply(d, host="unknown.example.test", port=443), b"\x05\x02",
        "reply for a host without rule")
     eq(S["trap"].accepts, 0, "connections to the denied target")
-    recs = audit_since(d, n0, lambda x: x.get("decision") != "allow", 2)
+    recs = h.audit_since(d, n0, lambda x: x.get("decision") != "allow", 2)
     eq([(x.get("via"), x.get("decision")) for x in recs[:2]],
        [("socks5", "deny"), ("socks5", "no-rule")], "audit via/decision")
     eq(recs[0].get("rule"), "trap-deny", "audit rule")
@@ -220,7 +208,7 @@ def early_data_while_dialing(d, early):
         rep = recv_n(s, 10)
         eq(rep[:2], b"\x05\x00", "reply")
         eq(h.recv_all(s, 5), b"pong", "answer, then EOF")
-    recs = audit_since(d, n0, lambda x: x.get("port") == port)
+    recs = h.audit_since(d, n0, lambda x: x.get("port") == port)
     check(recs, "no audit record for the tunnel")
     eq((recs[0].get("decision"), recs[0].get("bytes_up"), recs[0].get("bytes_down")),
        ("allow", len(early), 4), "audit decision and byte counts")
