@@ -334,6 +334,13 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def baseline(d):
+    """The daemon's open fd count with no proxy connection open."""
+    wait_settled(d, 0)
+    time.sleep(0.1)
+    return fd_count(d.proc.pid)
+
+
 def wait_settled(d, want_active=0, fd_baseline=None, timeout=8.0):
     """Waits until the daemon reports want_active proxy connections and (if given) its fd
     count is back to fd_baseline; fails with what it saw otherwise."""

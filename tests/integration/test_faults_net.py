@@ -40,12 +40,6 @@ def fixture():
             eq(d.stop(), 0, "airlockd exit status")
 
 
-def baseline(d):
-    """The daemon's open fd count with no proxy connection open."""
-    fu.wait_settled(d, 0)
-    time.sleep(0.1)
-    return fu.fd_count(d.proc.pid)
-
 
 def url(path):
     return "http://api.example.test:%d%s" % (ORIGIN.port, path)
@@ -68,7 +62,7 @@ def check_truncated(rep, declared, sent):
 # --- 1. the upstream goes away mid-body -----------------------------------------------
 @test
 def upstream_reset_mid_body_truncates(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     path = "/reset/100000/10000"
     rep = fu.exchange(d.http_port, fu.request_bytes(ORIGIN.port, path), timeout=8)
     eq(rep.headers.get("content-length"), "100000", "declared length passed through")
@@ -81,7 +75,7 @@ def upstream_reset_mid_body_truncates(d):
 
 @test
 def upstream_close_mid_body_is_a_curl_error(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     path = "/cut/200000/30000"
     r = h.curl(url(path), proxy=d.proxy_url(), timeout=h.scaled(8))
     eq(r.rc, 18, "curl exit (18: partial file) (%r)" % r)
@@ -95,7 +89,7 @@ def upstream_close_mid_body_is_a_curl_error(d):
 
 @test
 def upstream_cut_chunked_body_never_ends_cleanly(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     path = "/chunkcut/20000"
     rep = fu.exchange(d.http_port, fu.request_bytes(ORIGIN.port, path), timeout=8)
     eq(rep.status, 200, "status (%r)" % rep)
@@ -113,7 +107,7 @@ def upstream_cut_chunked_body_never_ends_cleanly(d):
 def upstream_bytes_past_the_response_never_answer_the_next_request(d):
     # An origin that sends a second, unrequested response right behind the first must
     # not have it delivered as the answer to the client's next request (desync).
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     accepts = ORIGIN.stats()["accepts"]
     with socket.create_connection(("127.0.0.1", d.http_port), timeout=5) as s:
         s.sendall(fu.request_bytes(ORIGIN.port, "/extra"))
@@ -130,7 +124,7 @@ def upstream_bytes_past_the_response_never_answer_the_next_request(d):
 def upstream_answering_before_the_upload_ends_closes_cleanly(d):
     # The origin answers 413 without reading an 8 MiB body and closes (an RST, since the
     # body is unread). The client gets that answer, its connection ends, nothing leaks.
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     body_len = 8 << 20
     s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
     s.sendall(fu.request_bytes(ORIGIN.port, "/early", method="POST",
@@ -164,7 +158,7 @@ def upstream_answering_before_the_upload_ends_closes_cleanly(d):
 def endless_interim_responses_are_buffered_within_bounds(d):
     # 1xx responses for a client that reads nothing: the proxy must stop taking them from
     # the upstream (back-pressure) instead of buffering all of them.
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     total = 48 << 20
     before = ORIGIN.stats()["interim_sent"]
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -191,7 +185,7 @@ def endless_interim_responses_are_buffered_within_bounds(d):
 def stale_kept_alive_upstream_retries_a_get_once_but_never_a_post(d):
     # SPEC 10: an upstream that closes as a bodiless request is sent on it is redialed
     # once; a request with a body is never replayed (502, the origin saw it once).
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     with socket.create_connection(("127.0.0.1", d.http_port), timeout=5) as s:
         for method, body, want in (("GET", None, 200), ("POST", b"once", 502)):
             seen = len(ORIGIN.stats()["paths"])
@@ -221,7 +215,7 @@ def stale_kept_alive_upstream_retries_a_get_once_but_never_a_post(d):
 # --- 2. the upstream stalls -----------------------------------------------------------
 @test
 def upstream_silent_before_head_is_504(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     gone = ORIGIN.stats()["closed_by_peer"]
     rep = fu.exchange(d.http_port, fu.request_bytes(ORIGIN.port, "/stallhead"), timeout=10)
     eq(rep.status, 504, "status (%r)" % rep)
@@ -240,7 +234,7 @@ def upstream_silent_before_head_is_504(d):
 
 @test
 def upstream_silent_mid_body_cuts_the_client(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     gone = ORIGIN.stats()["closed_by_peer"]
     path = "/stallbody/100000/5000"
     rep = fu.exchange(d.http_port, fu.request_bytes(ORIGIN.port, path), timeout=10)
@@ -259,7 +253,7 @@ def upstream_silent_mid_body_cuts_the_client(d):
 def slow_upload_is_not_an_upstream_stall(d):
     # The origin answers only after the whole body; the body takes 2.5 upstream_timeouts
     # to arrive. Bytes going up show the exchange is alive, so no 504.
-    fds = baseline(d)
+    fds = fu.baseline(d)
     body = h.pattern_bytes(8 * 4096)
     payload = fu.request_bytes(ORIGIN.port, "/upload", method="POST", body=body)
     head = payload[:len(payload) - len(body)]
@@ -278,7 +272,7 @@ def slow_upload_is_not_an_upstream_stall(d):
 def client_stalling_mid_upload_is_408_not_an_upstream_fault(d):
     # The client sends part of its body and then nothing: the origin waits for the rest,
     # so it is silent too, but the fault is the client's: 408, not 504 upstream-timeout.
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     with socket.create_connection(("127.0.0.1", d.http_port), timeout=5) as s:
         s.sendall(fu.request_bytes(ORIGIN.port, "/upload-stalled", method="POST",
                                    extra=["Content-Length: 1000"]) + b"x" * 10)
@@ -299,7 +293,7 @@ def client_stalling_mid_upload_is_408_not_an_upstream_fault(d):
 # --- 3. the client vanishes -----------------------------------------------------------
 @test
 def client_gone_mid_download_frees_both_sides(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     path = "/bytes/50000000"
     s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
     s.sendall(fu.request_bytes(ORIGIN.port, path))
@@ -319,7 +313,7 @@ def client_gone_mid_download_frees_both_sides(d):
 
 @test
 def client_gone_mid_upload_frees_both_sides(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     opened = ORIGIN.stats()["accepts"]
     s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
     s.sendall(fu.request_bytes(ORIGIN.port, "/upload-gone", method="POST",
@@ -343,7 +337,7 @@ def client_gone_mid_upload_frees_both_sides(d):
 def client_that_stops_reading_is_cut_after_idle_timeout(d):
     # A client that vanished without a FIN (or simply stopped reading) must not pin the
     # connection and its upstream forever: no byte taken for idle_timeout (5s) cuts it.
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     path = "/bytes/50000000"
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
@@ -370,7 +364,7 @@ def client_that_stops_reading_is_cut_after_idle_timeout(d):
 
 @test
 def client_gone_while_held_cancels_the_item(d):
-    fds = baseline(d)
+    fds = fu.baseline(d)
     seen = len(ORIGIN.stats()["paths"])
     s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
     s.sendall(fu.request_bytes(ORIGIN.port, "/held/x", method="POST", body=b"payload"))

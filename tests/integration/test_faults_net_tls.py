@@ -64,11 +64,6 @@ def get(d, path, timeout=10, origin=None):
                   timeout=h.scaled(timeout))
 
 
-def baseline(d):
-    fu.wait_settled(d, 0)
-    time.sleep(0.1)
-    return fu.fd_count(d.proc.pid)
-
 
 def after_fault(d, fds):
     fu.wait_settled(d, 0, fds)
@@ -83,7 +78,7 @@ def audit(d, path, n0):
 
 @test
 def intercepted_upstream_reset_mid_body(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     t0 = time.monotonic()
     r = get(d, "/reset/100000/10000")
     check(time.monotonic() - t0 < h.scaled(5), "the cut response took too long to end")
@@ -96,7 +91,7 @@ def intercepted_upstream_reset_mid_body(d):
 
 @test
 def intercepted_upstream_close_mid_chunked_body(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     r = get(d, "/chunkcut/20000")
     check(r.rc in (18, 56), "curl must report a partial transfer (%r)" % r)
     eq(r.status, 200, "status")
@@ -107,7 +102,7 @@ def intercepted_upstream_close_mid_chunked_body(d):
 
 @test
 def intercepted_upstream_silent_is_504(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     t0 = time.monotonic()
     r = get(d, "/stallhead")
     took = time.monotonic() - t0
@@ -123,7 +118,7 @@ def intercepted_upstream_silent_is_504(d):
 def upstream_tls_handshake_that_never_ends_is_504(d):
     # The dial succeeds, the upstream never answers the ClientHello: the connect
     # deadline's backstop (connect_timeout + 1s) answers 504 instead of dropping the client.
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     t0 = time.monotonic()
     r = get(d, "/hello", origin=S["mute"])
     took = time.monotonic() - t0
@@ -138,7 +133,7 @@ def upstream_tls_handshake_that_never_ends_is_504(d):
 
 @test
 def intercepted_upstream_silent_mid_body_is_cut(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     t0 = time.monotonic()
     r = get(d, "/stallbody/100000/5000")
     took = time.monotonic() - t0
@@ -173,7 +168,7 @@ def intercepted_client_that_stops_reading_is_cut_and_nothing_piles_up(d):
     # The TLS filter hands bytes to the socket below at once; back-pressure must still
     # hold there (nothing piles up in the daemon), and the send watchdog must cut a client
     # that takes nothing for idle_timeout (5s) instead of pinning both sides forever.
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     o = S["origin"]
     sent0 = o.stats()["bytes_sent"]
     raw, s = tls_download(d, "/bytes/50000000", rcvbuf=16384)
@@ -201,7 +196,7 @@ def intercepted_client_that_stops_reading_is_cut_and_nothing_piles_up(d):
 
 @test
 def intercepted_client_gone_mid_download(d):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     o = S["origin"]
     raw, s = tls_download(d, "/bytes/50000000")
     got = b""

@@ -31,11 +31,6 @@ def fixture():
             eq(d.stop(), 0, "airlockd exit status")
 
 
-def baseline(d):
-    fu.wait_settled(d, 0)
-    time.sleep(0.1)
-    return fu.fd_count(d.proc.pid)
-
 
 def connect_tunnel(d):
     s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
@@ -109,7 +104,7 @@ def after_fault(d, fds):
 
 
 def cut_mid_body(d, opener, via, kind):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     s = opener(d)
     try:
         s.sendall(origin_get("/%s/100000/10000" % kind))
@@ -128,7 +123,7 @@ def cut_mid_body(d, opener, via, kind):
 
 
 def client_gone(d, opener, via):
-    fds, n0 = baseline(d), len(d.audit_records())
+    fds, n0 = fu.baseline(d), len(d.audit_records())
     s = opener(d)
     s.sendall(origin_get("/bytes/50000000"))
     got = b""
