@@ -331,17 +331,15 @@ vault_sealed(struct vault *v, const char *name, struct err *err)
     return c;
 }
 
-int
-vault_unseal_into(struct vault *v, const char *name, struct secbuf *out, struct err *err)
+/* Unseals the sealed file c (of name) into out, which has room for it. */
+static int
+vault_unseal_cached(struct vault *v, const char *name, const struct vault_cached *c,
+    struct secbuf *out, struct err *err)
 {
     unsigned char aad[VAULT_AAD_MAX];
-    struct vault_cached *c;
     size_t aad_len;
     int rc;
 
-    out->len = 0;
-    if (vault_need_token(v, err) == -1 || (c = vault_sealed(v, name, err)) == NULL)
-        return -1;
     if (c->backend != hsm_backend(v->hsm))
         return err_set(err, ERR_USAGE, "vault: %s: sealed by the %s backend, not this one", name,
                        c->backend == HSM_BACKEND_TPM2 ? "tpm2" : "pkcs11");
@@ -351,6 +349,17 @@ vault_unseal_into(struct vault *v, const char *name, struct secbuf *out, struct 
     if (rc == -1 && err != NULL && (err->code == ERR_CRYPTO || err->code == ERR_PARSE))
         err_prefix(err, "vault: %s", name);
     return rc;
+}
+
+int
+vault_unseal_into(struct vault *v, const char *name, struct secbuf *out, struct err *err)
+{
+    struct vault_cached *c;
+
+    out->len = 0;
+    if (vault_need_token(v, err) == -1 || (c = vault_sealed(v, name, err)) == NULL)
+        return -1;
+    return vault_unseal_cached(v, name, c, out, err);
 }
 
 int
@@ -364,7 +373,7 @@ vault_unseal(struct vault *v, const char *name, struct secbuf **out, struct err 
         return -1;
     if ((sb = secbuf_new(c->datalen > 0 ? c->datalen : 1)) == NULL)
         return err_set(err, ERR_INTERNAL, "vault: cannot allocate locked memory");
-    if (vault_unseal_into(v, name, sb, err) == -1) {
+    if (vault_unseal_cached(v, name, c, sb, err) == -1) {
         secbuf_free(sb);
         return -1;
     }
