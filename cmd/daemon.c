@@ -100,13 +100,15 @@ on_status(void *arg)
 
     proxy_stats(d->proxy, &st);
     /* "o?": a device status that could not be built is null rather than no reply at all */
-    return json_pack("{s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o?}",
+    return json_pack("{s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o?}",
         "config", d->config_path, "pid", (json_int_t)getpid(), "audit", d->pol->audit_path, "rules",
         (json_int_t)d->pol->nrules, "uptime_s",
         (json_int_t)((util_wall_ms() - d->started_ms) / 1000), "connections_active",
         (json_int_t)st.connections_active, "connections_total",
         (json_int_t)st.connections_total, "requests_total", (json_int_t)st.requests_total,
-        "pending", (json_int_t)approvals_count(d->approvals), "device", device);
+        "injections_total", (json_int_t)st.injections_total, "unseals_total",
+        (json_int_t)st.unseals_total, "pending", (json_int_t)approvals_count(d->approvals),
+        "device", device);
 }
 
 static int

@@ -205,10 +205,19 @@ unseal_failed(struct conn *c, const struct err *err)
     conn_respond(c, 503, "vault-unavailable", "the credential could not be unsealed");
 }
 
+/* Parked on the token: what the client sends waits in its buffer (forward_start relays
+ * it); only a hang-up matters now, and http_client_eventcb sees that. */
+static void
+parked_readcb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    (void)arg;
+}
+
 /*
  * An inject exchange asks the token worker before its head is written and parks
- * meanwhile: neither side is read, so nothing reaches the upstream and the loop serves
- * every other connection. 1 to go on now, 0 parked (forward_unsealed resumes), -1 answered.
+ * meanwhile: nothing reaches the upstream and the loop serves every other connection.
+ * 1 to go on now, 0 parked (forward_unsealed resumes), -1 answered.
  */
 static int
 unseal_step(struct conn *c)
@@ -226,7 +235,11 @@ unseal_step(struct conn *c)
         c->state = CS_UNSEAL;
         bufferevent_setcb(c->up, up_readcb, up_writecb, up_eventcb, c); /* drop it if it closes */
         bufferevent_disable(c->up, EV_READ);
-        bufferevent_disable(c->client, EV_READ);
+        /* The client is still read, into its buffer and at most PROXY_HIGH_WATER, so that
+         * a hang-up is seen at once: its exchange leaves the unseal and is never sent. */
+        bufferevent_setcb(c->client, parked_readcb, client_writecb, http_client_eventcb, c);
+        bufferevent_setwatermark(c->client, EV_READ, 0, PROXY_HIGH_WATER);
+        bufferevent_enable(c->client, EV_READ);
     }
     return r;
 }
@@ -235,6 +248,7 @@ unseal_step(struct conn *c)
 void
 forward_unsealed(struct conn *c, const struct err *err)
 {
+    bufferevent_setwatermark(c->client, EV_READ, 0, 0); /* parked_readcb's bound */
     if (err != NULL) {
         unseal_failed(c, err);
         return;

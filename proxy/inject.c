@@ -1,7 +1,8 @@
 /*
  * Credential injection. Once the upstream is ready the exchange parks and the token
  * worker (unseal_worker.c) unseals the secret into the job's locked buffer, which is wiped
- * as soon as the header line is formatted; a held secret skips the worker. The line goes
+ * as soon as the header lines are formatted; exchanges that ask for the same credential
+ * while an unseal runs share it (struct inject_flight); a held secret skips the worker. The line goes
  * into a locked buffer handed to the upstream evbuffer by reference with a cleanup that
  * wipes it: no plain copy is kept. Both buffers are reused (jobs and lines through small
  * pools of wiped buffers), so an injection normally maps and locks no memory. `hold:`
@@ -47,8 +48,28 @@ struct inject_pool {
     int closed;
 };
 
+/*
+ * One unseal of one credential, shared by every exchange that asks for it while it runs
+ * (single flight): the first asks the worker, later ones park on the same flight. The
+ * answer is used by all of them in one callback on the loop and wiped after the last, so
+ * hold: 0s still keeps no plaintext past the moment of injection, while a burst of N
+ * requests costs one token round trip instead of N queued ones.
+ */
+struct inject_flight {
+    struct inject_state *st;
+    char name[65];
+    struct policy *pol;       /* asked under it; the waiters' own references keep it alive */
+    uint64_t hold_ms;
+    struct unseal_job *job;   /* once answered: the secret, or NULL after a failure */
+    int answered;
+    size_t refs;              /* exchanges with c->flight == f, + 1 while answering */
+    struct conn_list waiting; /* parked on it until the answer */
+    struct inject_flight *next; /* in st->flights while unanswered */
+};
+
 struct inject_state {
     struct unseal_worker *worker; /* owns the vault: every token call runs there */
+    struct inject_flight *flights; /* unanswered, at most one per (policy, credential) */
     struct inject_hold hold[INJECT_HOLD_MAX];
     struct event *sweep;
     struct inject_pool *pool;
@@ -210,81 +231,147 @@ hold_find(struct inject_state *st, const char *name, uint64_t now_us)
 
 /* Keeps a copy of a freshly unsealed secret for hold_ms (locked to locked memory). */
 static void
-hold_keep(struct inject_state *st, const struct policy_credential *cred, const struct secbuf *s)
+hold_keep(struct inject_state *st, const char *name, uint64_t hold_ms, const struct secbuf *s)
 {
     struct inject_hold *slot = NULL;
     struct secbuf *held;
     size_t i;
 
     for (i = 0; i < INJECT_HOLD_MAX && slot == NULL; i++)
-        if (st->hold[i].secret == NULL || strcmp(st->hold[i].name, cred->name) == 0)
+        if (st->hold[i].secret == NULL || strcmp(st->hold[i].name, name) == 0)
             slot = &st->hold[i];
     if (slot == NULL || (held = secbuf_new(s->len + 1)) == NULL)
         return; /* no room to hold: used once, like hold: 0s */
     secbuf_append(held, s->data, s->len);
     hold_wipe(slot);
-    util_strlcpy(slot->name, cred->name, sizeof(slot->name));
+    util_strlcpy(slot->name, name, sizeof(slot->name));
     slot->secret = held;
-    slot->expires_us = util_now_us() + cred->hold_ms * 1000;
+    slot->expires_us = util_now_us() + hold_ms * 1000;
 }
 
-/* The worker's answer, on the loop thread: continue the parked exchange. */
+/* Drops a reference; the last one wipes the secret (or cancels the unanswered job). */
+static void
+flight_drop(struct inject_state *st, struct inject_flight *f)
+{
+    struct inject_flight **pp;
+
+    if (--f->refs > 0)
+        return;
+    if (!f->answered) {
+        for (pp = &st->flights; *pp != NULL; pp = &(*pp)->next)
+            if (*pp == f) {
+                *pp = f->next;
+                break;
+            }
+        unseal_job_cancel(f->job); /* its result is wiped when it comes */
+    } else {
+        unseal_job_release(f->job); /* wipes; NULL after a failure */
+    }
+    free(f);
+}
+
+/*
+ * The worker's answer, on the loop thread: every exchange parked on the flight goes on,
+ * here, one after the other, and formats its header from the one secret; the flight's
+ * own reference, dropped last, then wipes it.
+ */
 static void
 on_unsealed(void *arg, struct unseal_job *job, const struct err *err)
 {
-    struct conn *c = arg;
-    const struct policy_credential *cred = c->ex->rule->credential;
+    struct inject_flight *f = arg;
+    struct inject_state *st = f->st;
+    struct inject_flight **pp;
+    struct conn *c;
 
-    c->unseal_job = job;
-    c->unseal_ready = job != NULL;
-    if (job != NULL && cred->hold_ms > 0)
-        hold_keep(c->px->inject, cred, unseal_job_secret(job));
-    forward_unsealed(c, err);
+    for (pp = &st->flights; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next; /* answered: later exchanges start a flight of their own */
+            break;
+        }
+    f->answered = 1;
+    f->job = job;
+    if (job != NULL && f->hold_ms > 0)
+        hold_keep(st, f->name, f->hold_ms, unseal_job_secret(job));
+    f->refs++;
+    /* Bounded: the list only shrinks (a waiter freed meanwhile unlinks itself). */
+    while ((c = TAILQ_FIRST(&f->waiting)) != NULL) {
+        TAILQ_REMOVE(&f->waiting, c, flight_link);
+        forward_unsealed(c, err); /* uses the secret and lets go of f, or fails */
+    }
+    flight_drop(st, f);
 }
 
 /*
  * Before the request head is written: 1 when the credential is at hand (held, or the
- * worker has answered), 0 when a job was queued (the exchange parks until
- * forward_unsealed), -1 with err when the token cannot be asked now (fail closed).
+ * flight has answered), 0 when the exchange parked on a flight (forward_unsealed resumes
+ * it), -1 with err when the token cannot be asked now (fail closed).
  */
 int
 inject_begin(struct conn *c, struct err *err)
 {
     const struct policy_credential *cred = c->ex->rule->credential;
     struct inject_state *st = c->px->inject;
+    struct inject_flight *f = c->flight;
 
-    if (c->unseal_job != NULL)
-        return c->unseal_ready ? 1 : 0;
+    if (f != NULL) {
+        if (!f->answered)
+            return 0;
+        if (f->job != NULL)
+            return 1;
+        return err_set(err, ERR_TOKEN, "credential %s was not unsealed", cred->name);
+    }
     if (cred->hold_ms > 0 && hold_find(st, cred->name, util_now_us()) != NULL)
         return 1;
-    c->unseal_job = unseal_submit(st->worker, c->pol, cred->name, on_unsealed, c, err);
-    c->unseal_ready = 0;
-    return c->unseal_job == NULL ? -1 : 0;
+    for (f = st->flights; f != NULL; f = f->next)
+        if (f->pol == c->pol && strcmp(f->name, cred->name) == 0)
+            break;
+    if (f == NULL) {
+        if ((f = calloc(1, sizeof(*f))) == NULL)
+            return err_set(err, ERR_INTERNAL, "out of memory");
+        f->st = st;
+        f->pol = c->pol;
+        f->hold_ms = cred->hold_ms;
+        util_strlcpy(f->name, cred->name, sizeof(f->name));
+        TAILQ_INIT(&f->waiting);
+        if ((f->job = unseal_submit(st->worker, c->pol, cred->name, on_unsealed, f, err)) ==
+            NULL) {
+            free(f);
+            return -1;
+        }
+        c->px->stats.unseals_total++;
+        f->next = st->flights;
+        st->flights = f;
+    }
+    TAILQ_INSERT_TAIL(&f->waiting, c, flight_link);
+    f->refs++;
+    c->flight = f;
+    return 0;
 }
 
-/* Drops the exchange's job: a queued or running one is cancelled (its result is wiped
- * when it comes), an answered one is wiped now. */
+/* Lets go of the exchange's flight: a parked exchange leaves it (the last one to leave
+ * cancels the job, whose result is then wiped unseen); an answered one drops its use of
+ * the secret, which the last user wipes. */
 void
 inject_cancel(struct conn *c)
 {
-    if (c->unseal_job == NULL)
+    struct inject_flight *f = c->flight;
+
+    if (f == NULL)
         return;
-    if (c->unseal_ready)
-        unseal_job_release(c->unseal_job);
-    else
-        unseal_job_cancel(c->unseal_job);
-    c->unseal_job = NULL;
-    c->unseal_ready = 0;
+    if (!f->answered)
+        TAILQ_REMOVE(&f->waiting, c, flight_link);
+    c->flight = NULL;
+    flight_drop(c->px->inject, f);
 }
 
-/* The plaintext inject_begin found: the worker's answer or a held copy. */
+/* The plaintext inject_begin found: the flight's answer or a held copy. */
 static const struct secbuf *
 unsealed(struct conn *c, const struct policy_credential *cred, struct err *err)
 {
     struct inject_hold *h;
 
-    if (c->unseal_job != NULL && c->unseal_ready)
-        return unseal_job_secret(c->unseal_job);
+    if (c->flight != NULL && c->flight->answered && c->flight->job != NULL)
+        return unseal_job_secret(c->flight->job);
     /* inject_begin saw it live a moment ago; the sweep has not run since. */
     if ((h = hold_find(c->px->inject, cred->name, 0)) != NULL)
         return h->secret;
@@ -337,10 +424,11 @@ inject_header(struct conn *c, struct evbuffer *out, struct err *err)
     secbuf_append(sb, secret->data, secret->len);
     secbuf_append(sb, at + 8, strlen(at + 8));
     secbuf_append(sb, "\r\n", 2);
-    inject_cancel(c); /* the worker's copy is wiped: only the line holds the secret now */
+    inject_cancel(c); /* this exchange is done with the unsealed copy (the last one wipes it) */
     if (evbuffer_add_reference(out, sb->data, sb->len, line_release, line) == -1) {
         line_release(sb->data, sb->len, line);
-        rc = err_set(err, ERR_INTERNAL, "cannot queue the credential");
+        return err_set(err, ERR_INTERNAL, "cannot queue the credential");
     }
+    c->px->stats.injections_total++;
     return rc;
 }

@@ -32,6 +32,8 @@ struct proxy_stats {
     uint64_t connections_active;
     uint64_t requests_total;
     uint64_t denied_total;
+    uint64_t injections_total; /* credential headers written */
+    uint64_t unseals_total;    /* token unseals asked for them (concurrent ones share one) */
 };
 
 /* Binds the listeners named in p (takes a reference on p). NULL with err on failure. */

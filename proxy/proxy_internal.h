@@ -78,7 +78,7 @@ struct exchange {
 };
 
 struct dial;
-struct unseal_job;
+struct inject_flight;
 struct splice_relay;
 
 struct conn {
@@ -105,8 +105,8 @@ struct conn {
     char *up_host;              /* owned, see conn_note_upstream; NULL: not reusable */
     uint16_t up_port;
     struct dial *dial;
-    struct unseal_job *unseal_job; /* the exchange's credential unseal (inject.c) */
-    int unseal_ready;              /* unseal_job has answered and holds the secret */
+    struct inject_flight *flight;  /* the unseal the exchange waits on or uses (inject.c) */
+    TAILQ_ENTRY(conn) flight_link; /* in flight->waiting while it is parked on it */
     struct event *timer;
     struct exchange *ex;        /* NULL between requests on a kept-alive connection */
     int ex_active;

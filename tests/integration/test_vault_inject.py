@@ -8,14 +8,13 @@ origin and the daemon's memory can be scanned for it afterwards.
 import hashlib
 import http.server
 import os
-import re
 import shutil
 import subprocess
 import threading
 
 import harness as h
 from harness import check, eq, test
-from token_util import PIN, Backend
+from token_util import PIN, Backend, scan_memory
 
 SRC = os.environ.get("AIRLOCK_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 SECRET = b"tok-" + os.urandom(12).hex().encode()
@@ -79,32 +78,6 @@ def cli(d, *args, secret=None):
 def get(d, origin, headers=()):
     return h.curl("http://api.example.test:%d/repos/x?q=1" % origin.port, proxy=d.proxy_url(),
                   headers=headers)
-
-
-def scan_memory(pid, needle):
-    """Counts needle in every readable mapping of pid, read in 1 MiB chunks. Mappings
-    over 4 GiB are sanitizer shadow reservations, not data, and are passed over."""
-    hits, chunk = 0, 1 << 20
-    with open("/proc/%d/maps" % pid) as maps:
-        regions = [re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+)", line) for line in maps
-                   if "[vvar]" not in line]
-    with open("/proc/%d/mem" % pid, "rb", buffering=0) as mem:
-        for m in regions:
-            start, end = int(m.group(1), 16), int(m.group(2), 16)
-            if "r" not in m.group(3) or end - start > (4 << 30):
-                continue
-            tail = b""
-            for off in range(start, end, chunk):
-                try:
-                    mem.seek(off)
-                    data = mem.read(min(chunk, end - off))
-                except OSError:
-                    tail = b""
-                    continue
-                buf = tail + data
-                hits += buf.count(needle)
-                tail = data[-(len(needle) - 1):]
-    return hits
 
 
 def enroll_and_list(kind):

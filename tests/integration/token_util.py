@@ -4,6 +4,7 @@ vault, fault and device tests (a test file cannot import another: importing it r
 its tests)."""
 
 import os
+import re
 import subprocess
 
 import harness as h
@@ -54,3 +55,29 @@ class Backend:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def scan_memory(pid, needle):
+    """Counts needle in every readable mapping of pid, read in 1 MiB chunks. Mappings
+    over 4 GiB are sanitizer shadow reservations, not data, and are passed over."""
+    hits, chunk = 0, 1 << 20
+    with open("/proc/%d/maps" % pid) as maps:
+        regions = [re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+)", line) for line in maps
+                   if "[vvar]" not in line]
+    with open("/proc/%d/mem" % pid, "rb", buffering=0) as mem:
+        for m in regions:
+            start, end = int(m.group(1), 16), int(m.group(2), 16)
+            if "r" not in m.group(3) or end - start > (4 << 30):
+                continue
+            tail = b""
+            for off in range(start, end, chunk):
+                try:
+                    mem.seek(off)
+                    data = mem.read(min(chunk, end - off))
+                except OSError:
+                    tail = b""
+                    continue
+                buf = tail + data
+                hits += buf.count(needle)
+                tail = data[-(len(needle) - 1):]
+    return hits
