@@ -4,6 +4,7 @@
  * match, else host-mismatch), and every upstream is a verified TLS connection to the
  * checked address (SNI = host, chain and name checked against upstream_ca).
  */
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "common/util.h"
 #include "proxy/proxy_internal.h"
 #include "proxy/tls.h"
+#include "proxy/unseal_worker.h"
 #include "vault/vault.h"
 
 /* Queued plaintext up to this size is written as one TLS record (RFC 8446 5.1 maximum). */
@@ -31,18 +33,52 @@
 /* libevent keeps at most 3 errors per filter; a few more pops cost nothing. */
 #define FILTER_ERRORS_MAX 8
 
+struct ca_flight;
+
 struct proxy_tls {
+    struct proxy *px;
     struct tls_minter *minter;
     SSL_CTX *client_ctx;
     SSL_CTX *upstream_ctx;
+    struct ca_flight *flights; /* unanswered CA key unseals, at most one per policy */
 };
 
-static int
-ca_key_cb(void *arg, struct secbuf **key_der, struct err *err)
-{
-    struct proxy *px = arg;
+/*
+ * Per intercepted client connection (c->icpt), from the first TLS byte until conn_free
+ * calls intercept_release: the parked leaf mint, then the write coalescing.
+ */
+struct intercept_conn {
+    struct conn *c;
+    struct ca_flight *flight;          /* parked on it until the CA key comes */
+    TAILQ_ENTRY(intercept_conn) link;  /* in flight->waiting */
+    struct event *gone;                /* the client hanging up while parked */
+    X509 *leaf;                        /* minted for the handshake about to start */
+    int no_leaf;                       /* the CA key could not be had: vault-unavailable */
+    struct bufferevent *filter;        /* c->client once the handshake started */
+    struct evbuffer_cb_entry *cork_cb; /* on the filter's output */
+    struct event *flush;               /* writes what was corked, later in this loop turn */
+    int corked;
+};
 
-    return inject_unseal_named(px, px->pol, "_ca", key_der, err);
+/* One unseal of the CA key ("_ca") that every connection missing a leaf meanwhile waits on. */
+struct ca_flight {
+    struct proxy_tls *t;
+    struct policy *pol; /* whose vault settings; the job holds a reference */
+    struct unseal_job *job;
+    int answered;
+    TAILQ_HEAD(, intercept_conn) waiting;
+    struct ca_flight *next;
+};
+
+/*
+ * The token worker. It is inject.c's (the first member of its struct inject_state, so a
+ * pointer to that state converts to a pointer to it, C11 6.7.2.1p15) until inject.c
+ * exports an accessor; only the loop thread reads it.
+ */
+static struct unseal_worker *
+token_worker(struct proxy *px)
+{
+    return px->inject != NULL ? *(struct unseal_worker **)(void *)px->inject : NULL;
 }
 
 int
@@ -62,7 +98,10 @@ intercept_init(struct proxy *px, const struct policy *p, struct err *err)
     if ((t = calloc(1, sizeof(*t))) == NULL)
         return err_set(err, ERR_INTERNAL, "out of memory");
     px->tls = t;
-    if ((t->minter = tls_minter_new(ca, ca_key_cb, px, err)) == NULL ||
+    t->px = px;
+    /* No key source: every leaf is minted before its handshake, with the CA key the token
+     * worker unsealed (mint_park), so no handshake waits for the token on the loop. */
+    if ((t->minter = tls_minter_new(ca, NULL, NULL, err)) == NULL ||
         (t->client_ctx = tls_client_ctx_new(t->minter, err)) == NULL ||
         (t->upstream_ctx = tls_upstream_ctx_new(p->tls.upstream_ca, err)) == NULL)
         return -1;
@@ -73,6 +112,27 @@ intercept_init(struct proxy *px, const struct policy *p, struct err *err)
     return 0;
 }
 
+static void
+flight_free(struct ca_flight *fl)
+{
+    struct proxy_tls *t = fl->t;
+    struct ca_flight **pp;
+    struct intercept_conn *ic;
+
+    for (pp = &t->flights; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == fl) {
+            *pp = fl->next;
+            break;
+        }
+    while ((ic = TAILQ_FIRST(&fl->waiting)) != NULL) {
+        TAILQ_REMOVE(&fl->waiting, ic, link);
+        ic->flight = NULL;
+    }
+    if (!fl->answered)
+        unseal_job_cancel(fl->job); /* its result is wiped when it comes */
+    free(fl);
+}
+
 void
 intercept_free(struct proxy *px)
 {
@@ -80,6 +140,8 @@ intercept_free(struct proxy *px)
 
     if (t == NULL)
         return;
+    while (t->flights != NULL) /* none: conn_free let go of them; but never leak a job */
+        flight_free(t->flights);
     SSL_CTX_free(t->client_ctx);
     SSL_CTX_free(t->upstream_ctx);
     tls_minter_free(t->minter);
@@ -97,27 +159,40 @@ intercept_available(const struct proxy *px)
  * bufferevent_openssl turns every evbuffer_add on a TLS filter's output into its own
  * SSL_write, so a response head written line by line went out as one TLS record per line
  * (five records for a small response), each encrypted, framed and decrypted on its own.
- * With the output callbacks deferred to the event loop, this callback (added last, so it
- * runs before the filter's own) sees everything queued in one pass and pulls it into one
- * chain: the filter then writes a small response as a single record.
+ * So the filter is corked (EV_WRITE off) when something is queued on its empty output;
+ * this callback is added after the filter's own, so it runs first and the filter sees
+ * the cork. The connection's flush event, run later in the same loop turn, pulls all
+ * that was queued meanwhile into one chain and uncorks: a small response is one record.
+ * Both are the connection's, removed by intercept_release before the filter is freed.
+ * A blind tunnel (websocket) relays a stream, not responses: it is not corked.
  */
 static void
-coalesce_cb(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
+cork_cb(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
 {
-    size_t len = evbuffer_get_length(out);
+    struct intercept_conn *ic = arg;
 
-    if (info->n_added > 0 && len > 0 && len <= COALESCE_MAX)
-        (void)evbuffer_pullup(out, (ev_ssize_t)len);
+    if (info->n_added == 0 || info->orig_size != 0 || ic->corked || ic->c->state == CS_TUNNEL ||
+        !(bufferevent_get_enabled(ic->filter) & EV_WRITE))
+        return;
+    ic->corked = 1;
+    bufferevent_disable(ic->filter, EV_WRITE);
+    event_active(ic->flush, EV_TIMEOUT, 1);
 }
 
-static int
-coalesce_writes(struct event_base *base, struct bufferevent *f)
+static void
+flush_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct evbuffer *out = bufferevent_get_output(f);
+    struct intercept_conn *ic = arg;
+    struct evbuffer *out = bufferevent_get_output(ic->filter);
+    size_t len = evbuffer_get_length(out);
 
-    if (evbuffer_add_cb(out, coalesce_cb, NULL) == NULL || evbuffer_defer_callbacks(out, base) != 0)
-        return -1;
-    return 0;
+    ic->corked = 0;
+    if (bufferevent_get_enabled(ic->filter) & EV_WRITE)
+        return; /* uncorked meanwhile (conn_close_when_flushed enables writing) */
+    if (len > 0 && len <= COALESCE_MAX)
+        (void)evbuffer_pullup(out, (ev_ssize_t)len);
+    /* Writes now; a failure may free the connection, and ic with it. */
+    bufferevent_enable(ic->filter, EV_WRITE);
 }
 
 /*
@@ -143,6 +218,7 @@ client_handshake_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    struct bufferevent *under;
     const char *decision, *reason;
 
     if (what & BEV_EVENT_CONNECTED) {
@@ -151,27 +227,49 @@ client_handshake_cb(struct bufferevent *bev, short what, void *arg)
         c->first_request = 0;
         return;
     }
-    decision = tls_client_sni_mismatch(ssl) ? "host-mismatch" : "bad-request";
+    /* The alert the handshake failed with (unrecognized_name, internal_error) is still in
+     * the socket bufferevent below, which is freed next: send it now, best effort (a few
+     * bytes, non-blocking), so the client learns why instead of seeing a bare close. */
+    if ((under = bufferevent_get_underlying(bev)) != NULL &&
+        evbuffer_get_length(bufferevent_get_output(under)) > 0) {
+        /* The socket bufferevent keeps its output's start frozen outside its own write
+         * callback, as libevent's bufferevent_sock does. */
+        struct evbuffer *out = bufferevent_get_output(under);
+
+        evbuffer_unfreeze(out, 1);
+        (void)evbuffer_write(out, bufferevent_getfd(under));
+        evbuffer_freeze(out, 1);
+    }
+    decision = tls_client_sni_mismatch(ssl)          ? "host-mismatch"
+               : c->icpt != NULL && c->icpt->no_leaf ? "vault-unavailable"
+                                                     : "bad-request";
     reason = tls_error_reason(filter_error(bev));
     log_info("%s: tls handshake for %s failed: %s (%s)", c->peer, c->host, decision,
              reason != NULL ? reason : "the connection closed");
     conn_refuse_stream(c, decision);
 }
 
-/* The first byte on an inspected stream was a TLS record: terminate TLS here. */
-void
-intercept_client(struct conn *c)
+/* Terminates TLS on the client stream with ic->leaf (NULL: the handshake fails with an
+ * internal_error alert once the SNI is checked). */
+static void
+client_start(struct conn *c)
 {
-    struct proxy_tls *t = c->px->tls;
+    struct intercept_conn *ic = c->icpt;
+    struct event_base *base = c->px->deps.base;
     struct bufferevent *f;
     int one = 1;
     SSL *ssl;
 
-    if ((ssl = tls_client_ssl_new(t->client_ctx, c->host)) == NULL) {
+    c->state = CS_HEAD;
+    if ((ssl = tls_client_ssl_new(c->px->tls->client_ctx, c->host)) == NULL ||
+        tls_client_ssl_set_leaf(ssl, ic->leaf) == -1) {
+        SSL_free(ssl);
         conn_free(c);
         return;
     }
-    f = bufferevent_openssl_filter_new(c->px->deps.base, c->client, ssl, BUFFEREVENT_SSL_ACCEPTING,
+    X509_free(ic->leaf); /* the SSL holds its own reference */
+    ic->leaf = NULL;
+    f = bufferevent_openssl_filter_new(base, c->client, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                        BEV_OPT_CLOSE_ON_FREE);
     if (f == NULL) {
         SSL_free(ssl);
@@ -183,9 +281,11 @@ intercept_client(struct conn *c)
     bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
     c->client = f;
     c->tls = 1;
+    ic->filter = f;
     /* TLS records are whole messages: never hold one back waiting for an ACK. */
     (void)setsockopt(bufferevent_getfd(f), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (coalesce_writes(c->px->deps.base, f) == -1) {
+    if ((ic->flush = event_new(base, -1, 0, flush_cb, ic)) == NULL ||
+        (ic->cork_cb = evbuffer_add_cb(bufferevent_get_output(f), cork_cb, ic)) == NULL) {
         conn_free(c);
         return;
     }
@@ -196,6 +296,181 @@ intercept_client(struct conn *c)
     /* The ClientHello is already buffered: enabling may finish (or fail and free c) the
      * handshake right here, so nothing touches c after this call. */
     bufferevent_enable(f, EV_READ | EV_WRITE);
+}
+
+/* Leaves the flight; the last waiter to go cancels an unanswered unseal. */
+static void
+flight_leave(struct intercept_conn *ic)
+{
+    struct ca_flight *fl = ic->flight;
+
+    TAILQ_REMOVE(&fl->waiting, ic, link);
+    ic->flight = NULL;
+    if (!fl->answered && TAILQ_EMPTY(&fl->waiting))
+        flight_free(fl);
+}
+
+/*
+ * The CA key from the worker (job NULL: it could not be had). All the leaves are minted
+ * first, the key is wiped, and only then do the handshakes start: starting one may free
+ * connections (its own, or with a drain every one) and their waiting entries.
+ */
+static void
+ca_unsealed(void *arg, struct unseal_job *job, const struct err *err)
+{
+    struct ca_flight *fl = arg;
+    struct intercept_conn *ic;
+    struct err merr;
+    struct ca_flight **pp;
+
+    for (pp = &fl->t->flights; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == fl) {
+            *pp = fl->next; /* answered: later misses start a flight of their own */
+            break;
+        }
+    fl->answered = 1;
+    for (ic = TAILQ_FIRST(&fl->waiting); ic != NULL; ic = TAILQ_NEXT(ic, link)) {
+        err_clear(&merr);
+        if (job == NULL)
+            err_set(&merr, err != NULL ? err->code : ERR_TOKEN, "unsealing the ca key: %s",
+                    err != NULL ? err->msg : "no answer");
+        else
+            ic->leaf =
+                tls_minter_cert_with_key(fl->t->minter, ic->c->host, unseal_job_secret(job), &merr);
+        if (ic->leaf == NULL) {
+            ic->no_leaf = 1;
+            log_warn("%s: tls: %s: no leaf certificate: %s", ic->c->peer, ic->c->host, merr.msg);
+        }
+    }
+    unseal_job_release(job); /* wipes the key; NULL is a no-op */
+    fl->job = NULL;
+    while ((ic = TAILQ_FIRST(&fl->waiting)) != NULL) {
+        TAILQ_REMOVE(&fl->waiting, ic, link);
+        ic->flight = NULL;
+        if (ic->gone != NULL) {
+            event_free(ic->gone);
+            ic->gone = NULL;
+        }
+        client_start(ic->c); /* may free that connection; the rest unlink themselves */
+    }
+    free(fl);
+}
+
+/* The client hung up while its leaf was waiting for the CA key: drop it now. */
+static void
+gone_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    char b;
+    ssize_t n;
+
+    if (!(what & EV_CLOSED)) {
+        n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) {
+            /* More bytes, not a hang-up: the handshake reads them once it starts. */
+            event_del(c->icpt->gone);
+            return;
+        }
+    }
+    log_info("%s: client left while the leaf for %s was waiting for the ca key", c->peer, c->host);
+    conn_refuse_stream(c, "bad-request");
+}
+
+/*
+ * No leaf cached for the host: park the stream (no client reads, no handshake) while the
+ * token worker unseals the CA key, shared with every other miss meanwhile; ca_unsealed
+ * mints and starts the handshake. The worker's deadline bounds the wait.
+ */
+static void
+mint_park(struct conn *c)
+{
+    struct proxy_tls *t = c->px->tls;
+    struct intercept_conn *ic = c->icpt;
+    struct ca_flight *fl;
+    struct unseal_worker *w = token_worker(c->px);
+    struct err err;
+
+    for (fl = t->flights; fl != NULL; fl = fl->next)
+        if (fl->pol == c->pol)
+            break;
+    if (fl == NULL) {
+        err_clear(&err);
+        if ((fl = calloc(1, sizeof(*fl))) == NULL) {
+            conn_free(c);
+            return;
+        }
+        fl->t = t;
+        fl->pol = c->pol;
+        TAILQ_INIT(&fl->waiting);
+        if (w == NULL)
+            err_set(&err, ERR_INTERNAL, "no token worker");
+        else
+            fl->job = unseal_submit(w, c->pol, "_ca", ca_unsealed, fl, &err);
+        if (fl->job == NULL) {
+            /* The token is known stuck, or the queue is full: fail closed at once. */
+            free(fl);
+            log_warn("%s: tls: %s: no leaf certificate: unsealing the ca key: %s", c->peer, c->host,
+                     err.msg);
+            ic->no_leaf = 1;
+            client_start(c);
+            return;
+        }
+        fl->next = t->flights;
+        t->flights = fl;
+    }
+    TAILQ_INSERT_TAIL(&fl->waiting, ic, link);
+    ic->flight = fl;
+    c->state = CS_MINT;
+    bufferevent_disable(c->client, EV_READ);
+    conn_clear_timer(c);
+    if (event_base_get_features(c->px->deps.base) & EV_FEATURE_EARLY_CLOSE) {
+        ic->gone = event_new(c->px->deps.base, bufferevent_getfd(c->client), EV_READ | EV_CLOSED,
+                             gone_cb, c);
+        if (ic->gone != NULL)
+            event_add(ic->gone, NULL);
+    }
+    log_debug("%s: tls: %s: leaf waits for the ca key", c->peer, c->host);
+}
+
+/* The first byte on an inspected stream was a TLS record: terminate TLS here, with the
+ * host's cached leaf at once, else once one is minted. */
+void
+intercept_client(struct conn *c)
+{
+    struct intercept_conn *ic;
+
+    if ((ic = calloc(1, sizeof(*ic))) == NULL) {
+        conn_free(c);
+        return;
+    }
+    ic->c = c;
+    c->icpt = ic;
+    if ((ic->leaf = tls_minter_cached(c->px->tls->minter, c->host)) == NULL) {
+        mint_park(c);
+        return;
+    }
+    client_start(c);
+}
+
+/* conn_free, before the client bufferevent goes: nothing of ours may run after it. */
+void
+intercept_release(struct conn *c)
+{
+    struct intercept_conn *ic = c->icpt;
+
+    if (ic == NULL)
+        return;
+    c->icpt = NULL;
+    if (ic->flight != NULL)
+        flight_leave(ic);
+    if (ic->gone != NULL)
+        event_free(ic->gone);
+    if (ic->flush != NULL)
+        event_free(ic->flush);
+    if (ic->cork_cb != NULL)
+        evbuffer_remove_cb_entry(bufferevent_get_output(ic->filter), ic->cork_cb);
+    X509_free(ic->leaf);
+    free(ic);
 }
 
 static void

@@ -31,3 +31,8 @@ intercept_upstream(struct conn *c, struct bufferevent *up)
     bufferevent_free(up);
     conn_free(c);
 }
+
+void
+intercept_release(struct conn *c)
+{
+}

@@ -254,6 +254,7 @@ conn_free(struct conn *c)
         dial_cancel(c->dial);
     hold_cancel(c);
     inject_cancel(c); /* a running unseal's result is wiped when it comes */
+    intercept_release(c); /* a parked leaf mint, the TLS write coalescing */
     if (c->ex_active && c->ex->decision != NULL)
         conn_audit(c);
     conn_exchange_free(c);

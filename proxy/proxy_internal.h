@@ -33,6 +33,7 @@ enum conn_state {
     CS_HOLD_BODY, /* buffering the body of a request that needs approval */
     CS_HELD,      /* waiting in the approvals queue */
     CS_UNSEAL,    /* upstream ready, waiting for the token worker's unseal (inject.c) */
+    CS_MINT,      /* TLS stream parked (no reads) until its leaf is minted (intercept.c) */
     CS_EXCHANGE,  /* request and response in flight */
     CS_TUNNEL,    /* blind relay */
     CS_CLOSING,   /* flushing a final response, then free */
@@ -78,6 +79,7 @@ struct exchange {
 };
 
 struct dial;
+struct intercept_conn;
 struct inject_flight;
 struct splice_relay;
 
@@ -97,6 +99,7 @@ struct conn {
     char host[NET_HOST_MAX + 1];
     uint16_t port;
     int tls;                    /* the stream is TLS (intercepted) */
+    struct intercept_conn *icpt; /* intercept.c's state for a TLS stream (leaf mint, writes) */
     int inspect;                /* fixed target whose requests are decided one by one */
     int first_request;          /* no request seen yet on an inspected stream */
     int head_timer;             /* the header-read timer (not the idle one) is armed */
@@ -199,6 +202,7 @@ void intercept_free(struct proxy *px);
 int intercept_available(const struct proxy *px);
 void intercept_client(struct conn *c);
 void intercept_upstream(struct conn *c, struct bufferevent *up);
+void intercept_release(struct conn *c); /* conn_free, before the client bufferevent goes */
 
 /* tunnel.c */
 void tunnel_start(struct conn *c);

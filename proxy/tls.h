@@ -64,6 +64,13 @@ void tls_minter_set_cache_size(struct tls_minter *m, size_t max_entries);
  * inside a client's handshake, where a queued error fails it (util_ossl_clear).
  */
 X509 *tls_minter_cert(struct tls_minter *m, const char *host, struct err *err);
+/* The cached leaf for host while it is fresh (a new reference), or NULL: minting one needs
+ * the CA key. Never calls the key source. */
+X509 *tls_minter_cached(struct tls_minter *m, const char *host);
+/* tls_minter_cert with the CA key at hand (PKCS#8 DER, e.g. just unsealed by the token
+ * worker; only read) instead of asking the key source: the daemon's asynchronous mint. */
+X509 *tls_minter_cert_with_key(struct tls_minter *m, const char *host, const struct secbuf *key_der,
+                               struct err *err);
 EVP_PKEY *tls_minter_leaf_key(struct tls_minter *m); /* borrowed */
 size_t tls_minter_cache_count(const struct tls_minter *m);
 
@@ -76,6 +83,13 @@ size_t tls_minter_cache_count(const struct tls_minter *m);
 SSL_CTX *tls_client_ctx_new(struct tls_minter *m, struct err *err);
 /* An accepting SSL that expects expected_host (IP literals: no SNI, or the literal itself). */
 SSL *tls_client_ssl_new(SSL_CTX *ctx, const char *expected_host);
+/*
+ * Pins the leaf the handshake on ssl installs once its SNI matches, minted beforehand (a
+ * reference is taken): the handshake then never waits for the CA key. NULL pins "none":
+ * the handshake fails with an internal_error alert (no leaf could be had). Without a pin
+ * the servername callback mints through the minter. 0, or -1 when ssl is not ours.
+ */
+int tls_client_ssl_set_leaf(SSL *ssl, X509 *leaf);
 /* 1 if the handshake on ssl failed because of the SNI check (audit: host-mismatch). */
 int tls_client_sni_mismatch(SSL *ssl);
 

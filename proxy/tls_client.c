@@ -21,6 +21,8 @@ struct sni_state {
     char host[NET_HOST_MAX + 1];
     int is_ip;
     int mismatch;
+    int pinned; /* tls_client_ssl_set_leaf was called: use leaf (NULL: fail) */
+    X509 *leaf;
 };
 
 static int sni_index = -1;
@@ -29,7 +31,11 @@ static pthread_once_t sni_once = PTHREAD_ONCE_INIT;
 static void
 sni_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
-    free(ptr);
+    struct sni_state *st = ptr;
+
+    if (st != NULL)
+        X509_free(st->leaf);
+    free(st);
 }
 
 static void
@@ -93,7 +99,15 @@ servername_cb(SSL *ssl, int *al, void *arg)
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     }
     err_clear(&err);
-    if ((x = tls_minter_cert(m, st->host, &err)) == NULL) {
+    if (st->pinned) {
+        if ((x = st->leaf) != NULL)
+            X509_up_ref(x);
+        else
+            err_set(&err, ERR_TOKEN, "the ca key could not be unsealed");
+    } else {
+        x = tls_minter_cert(m, st->host, &err);
+    }
+    if (x == NULL) {
         log_warn("tls: %s: no leaf certificate: %s", st->host, err.msg);
         *al = SSL_AD_INTERNAL_ERROR;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
@@ -170,6 +184,21 @@ tls_client_ssl_new(SSL_CTX *ctx, const char *expected_host)
     }
     SSL_set_accept_state(ssl);
     return ssl;
+}
+
+int
+tls_client_ssl_set_leaf(SSL *ssl, X509 *leaf)
+{
+    struct sni_state *st;
+
+    if (ssl == NULL || sni_index < 0 || (st = SSL_get_ex_data(ssl, sni_index)) == NULL)
+        return -1;
+    if (leaf != NULL)
+        X509_up_ref(leaf);
+    X509_free(st->leaf);
+    st->leaf = leaf;
+    st->pinned = 1;
+    return 0;
 }
 
 int

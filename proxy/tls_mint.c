@@ -229,28 +229,14 @@ leaf_build(struct tls_minter *m, const char *host, int is_ip, time_t now, struct
     return x;
 }
 
-/* Unseals the CA key, signs x, wipes the key. */
+/* Signs x with the CA key given as PKCS#8 DER (locked memory, not kept). */
 static int
-leaf_sign(struct tls_minter *m, X509 *x, struct err *err)
+leaf_sign_with(struct tls_minter *m, X509 *x, const struct secbuf *der, struct err *err)
 {
-    struct secbuf *der = NULL;
     EVP_PKEY *key;
-    int ok, rc;
+    int ok;
 
-    rc = m->get_key != NULL ? m->get_key(m->arg, &der, err) : -1;
-    /* The key source talks to the token, which may queue OpenSSL errors even when it
-     * succeeds (SoftHSM probes for an rdrand engine each time its module loads). This runs
-     * inside a client's handshake: left queued, they fail it (see util_ossl_clear). */
-    util_ossl_clear("tls: ca key source");
-    if (rc == -1) {
-        secbuf_free(der);
-        if (m->get_key == NULL)
-            err_set(err, ERR_INTERNAL, "no ca key source");
-        return err_prefix(err, "unsealing the ca key");
-    }
-    key = tls_key_from_der(der, err);
-    secbuf_free(der);
-    if (key == NULL)
+    if ((key = tls_key_from_der(der, err)) == NULL)
         return -1;
     if (X509_check_private_key(m->ca, key) != 1) {
         EVP_PKEY_free(key);
@@ -264,35 +250,105 @@ leaf_sign(struct tls_minter *m, X509 *x, struct err *err)
     return 0;
 }
 
-X509 *
-tls_minter_cert(struct tls_minter *m, const char *host, struct err *err)
+/* Unseals the CA key through the minter's key source, signs x, wipes the key. */
+static int
+leaf_sign(struct tls_minter *m, X509 *x, struct err *err)
+{
+    struct secbuf *der = NULL;
+    int rc;
+
+    rc = m->get_key != NULL ? m->get_key(m->arg, &der, err) : -1;
+    /* The key source talks to the token, which may queue OpenSSL errors even when it
+     * succeeds (SoftHSM probes for an rdrand engine each time its module loads). This runs
+     * inside a client's handshake: left queued, they fail it (see util_ossl_clear). */
+    util_ossl_clear("tls: ca key source");
+    if (rc == -1) {
+        secbuf_free(der);
+        if (m->get_key == NULL)
+            err_set(err, ERR_INTERNAL, "no ca key source");
+        return err_prefix(err, "unsealing the ca key");
+    }
+    rc = leaf_sign_with(m, x, der, err);
+    secbuf_free(der);
+    return rc;
+}
+
+/* The cached leaf for norm while it is fresh (made most recently used), else NULL; a stale
+ * one is dropped. */
+static struct leaf *
+cache_fresh(struct tls_minter *m, const char *norm, time_t now)
+{
+    struct leaf *l;
+
+    if ((l = cache_find(m, norm)) == NULL)
+        return NULL;
+    if (now - l->minted < LEAF_REUSE_S && now >= l->minted) {
+        lru_unlink(m, l);
+        lru_push_front(m, l);
+        return l;
+    }
+    cache_remove(m, l);
+    return NULL;
+}
+
+/* A cached leaf, else one minted with key_der, or with the key source when key_der is NULL. */
+static X509 *
+minter_cert(struct tls_minter *m, const char *host, const struct secbuf *key_der, struct err *err)
 {
     char norm[NET_HOST_MAX + 1];
     enum net_host_kind kind;
     struct leaf *l;
     time_t now = time(NULL);
     X509 *x;
+    int rc;
 
     if (host == NULL || net_normalize_host(host, strlen(host), norm, sizeof(norm), &kind) == -1) {
         err_set(err, ERR_PARSE, "cannot mint a certificate for a malformed host");
         return NULL;
     }
-    if ((l = cache_find(m, norm)) != NULL) {
-        if (now - l->minted < LEAF_REUSE_S && now >= l->minted) {
-            lru_unlink(m, l);
-            lru_push_front(m, l);
-            X509_up_ref(l->cert);
-            return l->cert;
-        }
-        cache_remove(m, l);
+    if ((l = cache_fresh(m, norm, now)) != NULL) {
+        X509_up_ref(l->cert);
+        return l->cert;
     }
     if ((x = leaf_build(m, norm, kind != NET_HOST_NAME, now, err)) == NULL)
         return NULL;
-    if (leaf_sign(m, x, err) == -1) {
+    rc = key_der != NULL ? leaf_sign_with(m, x, key_der, err) : leaf_sign(m, x, err);
+    if (rc == -1) {
         X509_free(x);
         return NULL;
     }
     util_ossl_clear("tls: minting a leaf"); /* the caller is usually inside a handshake */
     cache_insert(m, norm, x, now);
     return x;
+}
+
+X509 *
+tls_minter_cert(struct tls_minter *m, const char *host, struct err *err)
+{
+    return minter_cert(m, host, NULL, err);
+}
+
+X509 *
+tls_minter_cert_with_key(struct tls_minter *m, const char *host, const struct secbuf *key_der,
+                         struct err *err)
+{
+    if (key_der == NULL) {
+        err_set(err, ERR_INTERNAL, "no ca key");
+        return NULL;
+    }
+    return minter_cert(m, host, key_der, err);
+}
+
+X509 *
+tls_minter_cached(struct tls_minter *m, const char *host)
+{
+    char norm[NET_HOST_MAX + 1];
+    enum net_host_kind kind;
+    struct leaf *l;
+
+    if (host == NULL || net_normalize_host(host, strlen(host), norm, sizeof(norm), &kind) == -1 ||
+        (l = cache_fresh(m, norm, time(NULL))) == NULL)
+        return NULL;
+    X509_up_ref(l->cert);
+    return l->cert;
 }
