@@ -598,6 +598,69 @@ test_handshake_sni_ok(void **state)
     tls_minter_free(m);
 }
 
+/* The daemon's asynchronous mint: a leaf signed with a key at hand, then pinned on the SSL,
+ * so the handshake never calls the key source; a "none" pin fails with internal_error. */
+static void
+test_minted_ahead_and_pinned(void **state)
+{
+    struct tls_minter *m = new_minter();
+    struct err err;
+    SSL_CTX *sctx = tls_client_ctx_new(m, &err), *cctx = upstream_ctx(fx.ca_path);
+    struct secbuf *other;
+    char reason[256], *pem;
+    X509 *x, *y;
+    SSL *s, *c;
+
+    assert_null(tls_minter_cached(m, "api.example.test"));
+    assert_null(tls_minter_cert_with_key(m, "api.example.test", NULL, &err));
+    assert_int_equal(tls_ca_generate("other", &other, &pem, &err), 0);
+    assert_null(tls_minter_cert_with_key(m, "api.example.test", other, &err));
+    assert_non_null(strstr(err.msg, "does not match"));
+    secbuf_free(other);
+    free(pem);
+    x = tls_minter_cert_with_key(m, "api.example.test", fx.ca_key, &err);
+    assert_non_null(x);
+    assert_int_equal(verify_leaf(x, "api.example.test", 0), 1);
+    y = tls_minter_cached(m, "API.example.test.");
+    assert_ptr_equal(x, y);
+    X509_free(y);
+
+    s = tls_client_ssl_new(sctx, "api.example.test");
+    c = tls_upstream_ssl_new(cctx, "api.example.test", 443);
+    assert_int_equal(tls_client_ssl_set_leaf(s, x), 0);
+    X509_free(x); /* the SSL holds its own reference */
+    assert_int_equal(handshake(c, s), 0);
+    assert_int_equal(SSL_get_verify_result(c), X509_V_OK);
+    SSL_free(c);
+    SSL_free(s);
+
+    s = tls_client_ssl_new(sctx, "api.example.test");
+    c = tls_upstream_ssl_new(cctx, "api.example.test", 443);
+    assert_int_equal(tls_client_ssl_set_leaf(s, NULL), 0);
+    assert_int_equal(handshake(c, s), -1);
+    assert_int_equal(tls_client_sni_mismatch(s), 0);
+    tls_upstream_error(c, 0, reason, sizeof(reason));
+    assert_string_equal(reason, "the server sent alert: internal error");
+    SSL_free(c);
+    SSL_free(s);
+    ERR_clear_error();
+
+    s = tls_client_ssl_new(sctx, "api.example.test");
+    c = tls_upstream_ssl_new(cctx, "evil.example.test", 443);
+    assert_int_equal(tls_client_ssl_set_leaf(s, NULL), 0);
+    assert_int_equal(handshake(c, s), -1);
+    assert_int_equal(tls_client_sni_mismatch(s), 1); /* the SNI check still comes first */
+    SSL_free(c);
+    SSL_free(s);
+    ERR_clear_error();
+
+    assert_int_equal(tls_client_ssl_set_leaf(NULL, NULL), -1);
+    assert_int_equal(fx.key_calls, 0); /* the key source was never asked */
+    SSL_CTX_free(cctx);
+    SSL_CTX_free(sctx);
+    tls_minter_free(m);
+}
+
 static void
 test_handshake_sni_mismatch(void **state)
 {
@@ -1031,6 +1094,7 @@ main(void)
         cmocka_unit_test_setup(test_minter_refusals, reset),
         cmocka_unit_test_setup(test_handshake_sni_ok, reset),
         cmocka_unit_test_setup(test_handshake_sni_mismatch, reset),
+        cmocka_unit_test_setup(test_minted_ahead_and_pinned, reset),
         cmocka_unit_test_setup(test_handshake_sni_absent_and_alpn, reset),
         cmocka_unit_test_setup(test_handshake_stale_errors, reset),
         cmocka_unit_test_setup(test_upstream_verification, reset),
