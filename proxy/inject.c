@@ -207,13 +207,12 @@ inject_free(struct proxy *px)
     px->inject = NULL;
 }
 
-/* Unseals an internal credential such as the CA key ("_ca") through the worker, waiting
- * at most UNSEAL_DEADLINE_MS on the loop thread; the caller frees *out. */
-int
-inject_unseal_named(struct proxy *px, struct policy *p, const char *name, struct secbuf **out,
-                    struct err *err)
+/* The token worker, for the other users of the token on the request path (the CA key
+ * for minting leaves, intercept.c). NULL before inject_init. */
+struct unseal_worker *
+inject_worker(struct proxy *px)
 {
-    return unseal_sync(px->inject->worker, p, name, out, err);
+    return px->inject != NULL ? px->inject->worker : NULL;
 }
 
 /* A live held copy of the credential (expired ones too when now_us is 0), or NULL. */

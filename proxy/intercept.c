@@ -70,17 +70,6 @@ struct ca_flight {
     struct ca_flight *next;
 };
 
-/*
- * The token worker. It is inject.c's (the first member of its struct inject_state, so a
- * pointer to that state converts to a pointer to it, C11 6.7.2.1p15) until inject.c
- * exports an accessor; only the loop thread reads it.
- */
-static struct unseal_worker *
-token_worker(struct proxy *px)
-{
-    return px->inject != NULL ? *(struct unseal_worker **)(void *)px->inject : NULL;
-}
-
 int
 intercept_init(struct proxy *px, const struct policy *p, struct err *err)
 {
@@ -387,7 +376,7 @@ mint_park(struct conn *c)
     struct proxy_tls *t = c->px->tls;
     struct intercept_conn *ic = c->icpt;
     struct ca_flight *fl;
-    struct unseal_worker *w = token_worker(c->px);
+    struct unseal_worker *w = inject_worker(c->px);
     struct err err;
 
     for (fl = t->flights; fl != NULL; fl = fl->next)

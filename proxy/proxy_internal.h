@@ -81,6 +81,7 @@ struct exchange {
 struct dial;
 struct intercept_conn;
 struct inject_flight;
+struct unseal_worker;
 struct splice_relay;
 
 struct conn {
@@ -193,8 +194,7 @@ void inject_free(struct proxy *px);
 int inject_begin(struct conn *c, struct err *err);
 void inject_cancel(struct conn *c);
 int inject_header(struct conn *c, struct evbuffer *out, struct err *err);
-int inject_unseal_named(struct proxy *px, struct policy *p, const char *name,
-    struct secbuf **out, struct err *err);
+struct unseal_worker *inject_worker(struct proxy *px);
 
 /* intercept.c: TLS interception (a no-op build without the TLS toolkit) */
 int intercept_init(struct proxy *px, const struct policy *p, struct err *err);

@@ -31,14 +31,11 @@ enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_TAKEN };
 struct unseal_job {
     struct unseal_worker *w;
     enum job_state state; /* under w->mu */
-    int sync;             /* unseal_sync waits for it on done_cv */
-    int abandoned;        /* unseal_sync gave up: the loop frees it when it comes back */
     /* input, fixed before the job is queued */
     char name[VAULT_NAME_MAX + 1];
     struct policy *pol;
     /* output, written by the worker, read by the loop once the job is done */
-    struct secbuf *secret; /* reused scratch for async jobs */
-    struct secbuf *out;    /* sync jobs: a fresh secbuf for the caller */
+    struct secbuf *secret; /* reused scratch, wiped between jobs */
     int rc;
     struct err err;
     /* loop thread only */
@@ -54,7 +51,6 @@ struct unseal_worker {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t work_cv; /* a job was queued, or stop */
-    pthread_cond_t done_cv; /* a sync job finished */
     struct job_list queue, done;
     size_t n_queued;
     int stop;
@@ -102,10 +98,7 @@ worker_run(struct unseal_worker *w, struct unseal_job *j)
     ERR_clear_error(); /* this thread's OpenSSL queue: a stale entry must not fail a job */
     if ((v = worker_vault(w, j, &j->err)) == NULL)
         return;
-    if (j->sync)
-        j->rc = vault_unseal(v, j->name, &j->out, &j->err);
-    else
-        j->rc = vault_unseal_into(v, j->name, j->secret, &j->err);
+    j->rc = vault_unseal_into(v, j->name, j->secret, &j->err);
     if (j->rc == -1 && j->err.code == ERR_TOKEN) {
         /* Reconnect on the next job, to a token that may have come back. */
         vault_close(w->vault);
@@ -134,10 +127,6 @@ worker_main(void *arg)
         worker_run(w, j);
         pthread_mutex_lock(&w->mu);
         j->state = JOB_DONE;
-        if (j->sync && !j->abandoned) {
-            pthread_cond_broadcast(&w->done_cv);
-            continue;
-        }
         TAILQ_INSERT_TAIL(&w->done, j, link);
         (void)!write(w->efd, &one, sizeof(one));
     }
@@ -157,8 +146,6 @@ job_free(struct unseal_job *j)
 
     if (j->deadline != NULL)
         event_del(j->deadline);
-    secbuf_free(j->out);
-    j->out = NULL;
     policy_unref(j->pol);
     j->pol = NULL;
     w->n_out--;
@@ -177,11 +164,11 @@ job_free(struct unseal_job *j)
 static void deadline_cb(evutil_socket_t fd, short what, void *arg);
 
 static struct unseal_job *
-job_new(struct unseal_worker *w, int sync)
+job_new(struct unseal_worker *w)
 {
     struct unseal_job *j;
 
-    if (!sync && (j = TAILQ_FIRST(&w->idle)) != NULL) {
+    if ((j = TAILQ_FIRST(&w->idle)) != NULL) {
         TAILQ_REMOVE(&w->idle, j, link);
         w->n_idle--;
     } else {
@@ -189,7 +176,7 @@ job_new(struct unseal_worker *w, int sync)
             return NULL;
         j->w = w;
         if ((j->deadline = evtimer_new(w->base, deadline_cb, j)) == NULL ||
-            (!sync && (j->secret = secbuf_new(UNSEAL_SCRATCH)) == NULL)) {
+            (j->secret = secbuf_new(UNSEAL_SCRATCH)) == NULL) {
             if (j->deadline != NULL)
                 event_free(j->deadline);
             free(j);
@@ -197,8 +184,6 @@ job_new(struct unseal_worker *w, int sync)
         }
     }
     j->state = JOB_QUEUED;
-    j->sync = sync;
-    j->abandoned = 0;
     j->done = NULL;
     j->arg = NULL;
     j->rc = -1;
@@ -269,7 +254,7 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
     unseal_done_fn done;
 
     (void)!read(w->efd, &n, sizeof(n));
-    for (;;) { /* bounded: at most UNSEAL_QUEUE_MAX + sync jobs are ever out */
+    for (;;) { /* bounded: at most UNSEAL_QUEUE_MAX jobs are ever out */
         pthread_mutex_lock(&w->mu);
         if ((j = TAILQ_FIRST(&w->done)) != NULL) {
             TAILQ_REMOVE(&w->done, j, link);
@@ -334,7 +319,7 @@ unseal_submit(struct unseal_worker *w, struct policy *p, const char *name, unsea
 
     if (worker_admits(w, err) == -1)
         return NULL;
-    if ((j = job_new(w, 0)) == NULL) {
+    if ((j = job_new(w)) == NULL) {
         err_set(err, ERR_INTERNAL, "out of memory");
         return NULL;
     }
@@ -366,65 +351,6 @@ unseal_job_release(struct unseal_job *j)
         job_free(j);
 }
 
-int
-unseal_sync(struct unseal_worker *w, struct policy *p, const char *name, struct secbuf **out,
-            struct err *err)
-{
-    struct unseal_job *j;
-    struct timespec until;
-    int rc = -1;
-
-    *out = NULL;
-    if (worker_admits(w, err) == -1)
-        return -1;
-    if ((j = job_new(w, 1)) == NULL)
-        return err_set(err, ERR_INTERNAL, "out of memory");
-    if (job_prepare(j, p, name, err) == -1) {
-        job_free(j);
-        return -1;
-    }
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)(w->deadline_ms / 1000);
-    until.tv_nsec += (long)(w->deadline_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&w->mu);
-    TAILQ_INSERT_TAIL(&w->queue, j, link);
-    w->n_queued++;
-    pthread_cond_signal(&w->work_cv);
-    while (j->state != JOB_DONE) /* bounded by the deadline */
-        if (pthread_cond_timedwait(&w->done_cv, &w->mu, &until) == ETIMEDOUT)
-            break;
-    if (j->state == JOB_DONE) {
-        j->state = JOB_TAKEN;
-        pthread_mutex_unlock(&w->mu);
-        if ((rc = j->rc) == 0) {
-            *out = j->out;
-            j->out = NULL;
-        } else {
-            *err = j->err;
-        }
-        job_free(j);
-        return rc;
-    }
-    if (job_unqueue(j)) {
-        pthread_mutex_unlock(&w->mu);
-        job_free(j);
-    } else {
-        j->abandoned = 1; /* running: it comes back through the done list */
-        pthread_mutex_unlock(&w->mu);
-    }
-    if (!w->stalled)
-        log_warn("vault: the token did not answer within %llu ms; injection fails until it "
-                 "does",
-                 (unsigned long long)w->deadline_ms);
-    w->stalled = 1;
-    return err_set(err, ERR_TOKEN, "the token did not answer within %llu ms",
-                   (unsigned long long)w->deadline_ms);
-}
-
 struct unseal_worker *
 unseal_worker_new(struct event_base *base, uint64_t deadline_ms, struct err *err)
 {
@@ -443,7 +369,6 @@ unseal_worker_new(struct event_base *base, uint64_t deadline_ms, struct err *err
     TAILQ_INIT(&w->idle);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->work_cv, NULL);
-    pthread_cond_init(&w->done_cv, NULL);
     if ((w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
         err_set(err, ERR_INTERNAL, "eventfd: %s", strerror(errno));
         goto fail;
@@ -468,7 +393,6 @@ fail:
         event_free(w->wake);
     if (w->efd != -1)
         close(w->efd);
-    pthread_cond_destroy(&w->done_cv);
     pthread_cond_destroy(&w->work_cv);
     pthread_mutex_destroy(&w->mu);
     free(w);
@@ -517,7 +441,6 @@ unseal_worker_free(struct unseal_worker *w)
         log_warn("vault: %zu unseal jobs still out at shutdown", w->n_out);
     event_free(w->wake);
     close(w->efd);
-    pthread_cond_destroy(&w->done_cv);
     pthread_cond_destroy(&w->work_cv);
     pthread_mutex_destroy(&w->mu);
     free(w);

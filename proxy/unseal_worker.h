@@ -54,12 +54,5 @@ void unseal_job_cancel(struct unseal_job *job);
 const struct secbuf *unseal_job_secret(const struct unseal_job *job);
 /* Wipes the secret and frees the job. NULL is a no-op. */
 void unseal_job_release(struct unseal_job *job);
-/*
- * Unseals name through the worker and waits for it on the calling (loop) thread, at most
- * the deadline: for the rare synchronous callers (the CA key on a leaf-cache miss).
- * *out is a new secbuf the caller frees. -1 with err (ERR_TOKEN on a timeout).
- */
-int unseal_sync(struct unseal_worker *w, struct policy *p, const char *name, struct secbuf **out,
-                struct err *err);
 
 #endif
