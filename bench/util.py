@@ -4,15 +4,31 @@ of a process tree, and the result table (name, value with unit, ratios to the di
 and to the best peer of the same kind)."""
 
 import os
+import random
 import socket
 import sys
 import time
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range: a port the kernel picked (bind to 0)
+    is in that range, where the load tools' own outgoing connections can take it before
+    the server binds it (EADDRINUSE under connection churn)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(256):  # bounded; the range is mostly free
+        port = rng.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below %d" % low)
 
 
 def wait_port(port, timeout=10.0):

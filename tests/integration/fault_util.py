@@ -14,6 +14,7 @@ import threading
 import time
 
 import harness as h
+import ports
 from harness import check, eq
 
 STALL_MAX_S = 30.0  # a stalled origin handler gives up after this, whatever happens
@@ -49,7 +50,7 @@ class FaultOrigin:
             self.tls_ctx.load_cert_chain(*tls)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        ports.bind_free(self.sock)
         self.sock.listen(256)
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]

@@ -40,6 +40,7 @@ def scaled(seconds):
     return seconds * SLOW
 
 sys.path.insert(0, HERE)
+import ports  # noqa: E402
 from origin import Origin, pattern_bytes  # noqa: E402,F401  (re-exported for tests)
 
 AGENT = "ci-bot"
@@ -51,21 +52,7 @@ def sha256_hex(data):
     return hashlib.sha256(data).hexdigest()
 
 
-_ports_given = set()
-
-
-def free_port():
-    """A port that was free a moment ago on 127.0.0.1 (the kernel picked it), never one
-    this process handed out before: the kernel may offer the same port twice in a row,
-    which would put two listeners of one config on the same address."""
-    for _ in range(64):  # bounded; a repeat is rare
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _ports_given:
-            _ports_given.add(port)
-            return port
-    raise RuntimeError("no fresh free port after 64 tries")
+free_port = ports.free_port  # re-exported for the tests
 
 
 # --- temp dirs ------------------------------------------------------------------------
@@ -588,7 +575,7 @@ class CountingListener:
         import threading
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        ports.bind_free(self.sock)
         self.sock.listen(64)
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]

@@ -24,6 +24,8 @@ import threading
 import time
 import urllib.parse
 
+import ports
+
 MAX_BODY = 256 * 1024 * 1024        # bounded: tests never send more than this
 MAX_LINE = 64 * 1024
 MAX_BYTES_RESPONSE = 1024 * 1024 * 1024
@@ -275,7 +277,14 @@ class Origin:
 
     def __init__(self, port=0, tls=None, verbose=False):
         ctx = tls_context(*tls) if tls else None
-        self.server = OriginServer(("127.0.0.1", port), ctx, verbose)
+        for attempt in range(16):  # bounded: a picked port can be taken before the bind
+            try:
+                self.server = OriginServer(("127.0.0.1", port or ports.free_port()), ctx,
+                                           verbose)
+                break
+            except OSError:
+                if port or attempt == 15:
+                    raise
         self.port = self.server.server_address[1]
         self.tls = tls is not None
         self.thread = None

@@ -14,6 +14,7 @@ import threading
 import time
 
 import harness as h
+import ports
 from harness import check, eq, test
 
 CA = os.path.join(h.TLS_DIR, "ca.pem")
@@ -30,7 +31,7 @@ class EofOrigin:
     def __init__(self, upgrade=False):
         self.upgrade = upgrade
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        ports.bind_free(self.sock)
         self.sock.listen(8)
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]

@@ -12,6 +12,7 @@ import struct
 import time
 
 import harness as h
+import ports
 from harness import check, eq, test
 
 CA = os.path.join(h.TLS_DIR, "ca.pem")
@@ -26,7 +27,7 @@ def fixture():
         closed = h.free_port()  # nothing listens here: connection refused
         # Accepts nothing until a test says so: with one connection queued, a SYN to it
         # is dropped and the dialer waits for its retransmit (a dial that takes ~1 s).
-        slow.bind(("127.0.0.1", 0))
+        ports.bind_free(slow)
         slow.listen(0)
         S.update(origin=o, tls=tls_o, trap=trap, closed=closed, slow=slow)
         rules = [

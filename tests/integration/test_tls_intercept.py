@@ -15,6 +15,7 @@ import subprocess
 import threading
 
 import harness as h
+import ports
 from harness import check, eq, test
 
 PKI = h.TLS_DIR
@@ -98,7 +99,7 @@ class PlainOrigin:
 
     def __init__(self):
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        ports.bind_free(self.sock)
         self.sock.listen(8)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
