@@ -233,8 +233,10 @@ unseal_step(struct conn *c)
     }
     if (r == 0) {
         c->state = CS_UNSEAL;
-        bufferevent_setcb(c->up, up_readcb, up_writecb, up_eventcb, c); /* drop it if it closes */
-        bufferevent_disable(c->up, EV_READ);
+        /* The upstream stays as it is: if it talks or closes while parked, up_readcb and
+         * up_eventcb drop it (not CS_EXCHANGE) and forward_unsealed dials again. Not
+         * switching its reads off and on saves two epoll_ctl calls per injection. */
+        bufferevent_setcb(c->up, up_readcb, up_writecb, up_eventcb, c);
         /* The client is still read, into its buffer and at most PROXY_HIGH_WATER, so that
          * a hang-up is seen at once: its exchange leaves the unseal and is never sent. */
         bufferevent_setcb(c->client, parked_readcb, client_writecb, http_client_eventcb, c);
