@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -214,15 +215,28 @@ conn_refuse_stream(struct conn *c, const char *decision)
     conn_free(c); /* writes the audit line for the active exchange */
 }
 
+/*
+ * Ids are random, as before, but the bytes come from a pool filled by one getrandom per
+ * ID_POOL_IDS ids instead of one per connection. The event loop is the only caller.
+ */
+#define ID_POOL_IDS 64
+
 void
 conn_new_id(char id[7])
 {
     static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    unsigned char r[6];
+    static unsigned char pool[6 * ID_POOL_IDS];
+    static size_t used = sizeof(pool);
+    unsigned char *r;
     int i;
 
-    if (util_random(r, sizeof(r)) == -1)
-        memset(r, 0, sizeof(r));
+    if (used == sizeof(pool)) {
+        if (util_random(pool, sizeof(pool)) == -1)
+            memset(pool, 0, sizeof(pool));
+        used = 0;
+    }
+    r = pool + used;
+    used += 6;
     for (i = 0; i < 6; i++)
         id[i] = alphabet[r[i] & 31];
     id[6] = '\0';
@@ -337,16 +351,21 @@ refuse_over_limit(struct proxy *px, evutil_socket_t fd, enum conn_kind kind,
         "X-Airlock-Decision: connection-limit\r\nConnection: close\r\nContent-Length: 41\r\n\r\n"
         "airlock: too many connections, try later\n";
     static const unsigned char socks_refuse[] = {5, 0xff};
+    unsigned char drop[512];
     struct audit_record rec;
     char peer[64], id[7];
 
     net_format_addr(sa, peer, sizeof(peer));
     log_warn("%s: refused: %u connections already open", peer, px->pol->max_connections);
     /* Best effort: the socket is non-blocking and these fit in any send buffer. */
-    if (kind == CONN_HTTP)
+    if (kind == CONN_HTTP) {
         (void)!write(fd, http503, sizeof(http503) - 1);
-    else
+    } else {
         (void)!write(fd, socks_refuse, sizeof(socks_refuse));
+        /* Its greeting is already here (deferred accept): closing with it unread would
+         * send a reset in place of the answer's FIN. */
+        (void)!recv(fd, drop, sizeof(drop), MSG_DONTWAIT);
+    }
     evutil_closesocket(fd);
     /* A decision like any other: audited, with no agent or target (nothing was read). */
     memset(&rec, 0, sizeof(rec));
@@ -358,6 +377,33 @@ refuse_over_limit(struct proxy *px, evutil_socket_t fd, enum conn_kind kind,
     rec.status = kind == CONN_HTTP ? 503 : 0;
     proxy_audit_write(px, &rec);
     px->stats.denied_total++;
+}
+
+/*
+ * The SOCKS5 listener defers accepting until the client has sent something, so its
+ * greeting is normally here already: answer it now, not a loop turn later, and without
+ * the FIONREAD libevent asks before each of its reads. Nothing yet, EOF or an error: the
+ * bufferevent meets it when the socket turns readable.
+ */
+static void
+socks_take_greeting(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->client);
+    unsigned char buf[1024];
+    ssize_t n = recv(bufferevent_getfd(c->client), buf, sizeof(buf), MSG_DONTWAIT);
+    int r;
+
+    if (n <= 0)
+        return;
+    /* The bufferevent keeps its input's end frozen between its own reads; this is one. */
+    evbuffer_unfreeze(in, 0);
+    r = evbuffer_add(in, buf, (size_t)n);
+    evbuffer_freeze(in, 0);
+    if (r == -1) {
+        conn_free(c);
+        return;
+    }
+    socks_client_readcb(c->client, c);
 }
 
 static void
@@ -406,6 +452,8 @@ accept_common(struct proxy *px, evutil_socket_t fd, struct sockaddr *sa, enum co
     /* Writing is enabled from birth: the write event is armed once output is queued.
      * Enabling it here would arm it on an empty buffer (two epoll_ctl and a wake-up). */
     bufferevent_enable(c->client, EV_READ);
+    if (kind == CONN_SOCKS5)
+        socks_take_greeting(c); /* may free c */
 }
 
 static void
@@ -454,12 +502,13 @@ accept_error_cb(struct evconnlistener *l, void *arg)
 }
 
 static struct evconnlistener *
-listen_on(struct proxy *px, const struct policy_listen *pl, evconnlistener_cb cb, struct err *err)
+listen_on(struct proxy *px, const struct policy_listen *pl, evconnlistener_cb cb,
+    unsigned flags, struct err *err)
 {
     struct evconnlistener *l;
 
     l = evconnlistener_new_bind(px->deps.base, cb, px,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | flags, 1024,
         (const struct sockaddr *)&pl->addr, (int)pl->addr_len);
     if (l == NULL) {
         err_set(err, ERR_IO, "listen %s: %s", pl->text, strerror(errno));
@@ -493,10 +542,14 @@ proxy_new(const struct proxy_deps *deps, struct policy *p, struct err *err)
     if (intercept_init(px, p, err) == -1)
         goto fail;
     if (p->listen_http.enabled &&
-        (px->http_listener = listen_on(px, &p->listen_http, http_accept_cb, err)) == NULL)
+        (px->http_listener = listen_on(px, &p->listen_http, http_accept_cb, 0, err)) == NULL)
         goto fail;
+    /* A SOCKS5 client speaks first: the kernel completes the handshake but hands the
+     * connection over only with its greeting (TCP_DEFER_ACCEPT; one with nothing to say is
+     * handed over after a second anyway), so one wake-up takes both. */
     if (p->listen_socks5.enabled &&
-        (px->socks_listener = listen_on(px, &p->listen_socks5, socks_accept_cb, err)) == NULL)
+        (px->socks_listener = listen_on(px, &p->listen_socks5, socks_accept_cb,
+             LEV_OPT_DEFERRED_ACCEPT, err)) == NULL)
         goto fail;
     return px;
 fail:
