@@ -179,6 +179,47 @@ def success_then_data_flows(d):
         check(b"/raw-socks" in body, "echo body", body)
 
 
+def read_reply_rest(s):
+    """The rest of a success reply after VER REP: RSV ATYP BND.ADDR BND.PORT."""
+    rest = recv_n(s, 2)
+    eq(len(rest), 2, "reply header")
+    alen = {1: 4, 4: 16}.get(rest[1])
+    if alen is None:
+        alen = recv_n(s, 1)[0]
+    eq(len(recv_n(s, alen + 2)), alen + 2, "BND.ADDR + BND.PORT")
+
+
+@test
+def whole_handshake_in_one_write(d):
+    """Greeting, auth, request and the first bytes for the target in one segment: the
+    listener hands the connection over with all of it (deferred accept), and every step
+    is answered in order."""
+    u, p, host = h.AGENT.encode(), h.TOKEN.encode(), b"api.example.test"
+    with socket.create_connection(("127.0.0.1", d.socks_port), timeout=5) as s:
+        s.sendall(b"\x05\x01\x02" + b"\x01" + bytes([len(u)]) + u + bytes([len(p)]) + p +
+                  b"\x05\x01\x00\x03" + bytes([len(host)]) + host +
+                  struct.pack(">H", S["origin"].port) +
+                  b"GET /one-write HTTP/1.1\r\nHost: api.example.test\r\n"
+                  b"Connection: close\r\n\r\n")
+        eq(recv_n(s, 6), b"\x05\x02\x01\x00\x05\x00", "method, auth and reply")
+        read_reply_rest(s)
+        status, _, body, _ = h.read_http_response(s)
+        eq(status, 200, "status over the SOCKS5 stream")
+        check(b"/one-write" in body, "echo body", body)
+
+
+@test
+def greeting_after_a_silent_second(d):
+    """A client that connects and says nothing is still handed over by the kernel (after
+    the deferred-accept second) and answered when its greeting finally comes."""
+    with socket.create_connection(("127.0.0.1", d.socks_port), timeout=5) as s:
+        time.sleep(1.5)  # past TCP_DEFER_ACCEPT's 1 s: accepted with nothing to read
+        s.sendall(b"\x05\x01\x02")
+        eq(recv_n(s, 2), b"\x05\x02", "method")
+        eq(authenticate(s), b"\x01\x00", "auth")
+        eq(request(s, host="api.example.test", port=S["origin"].port), b"\x05\x00", "reply")
+
+
 def early_data_while_dialing(d, early):
     """A client sends its request, `early` and a half-close, all before the reply, while the
     dial is still waiting: the target must get every byte then EOF, and its answer and EOF
