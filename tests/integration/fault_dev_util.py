@@ -25,6 +25,7 @@ import time
 import tty
 
 import harness as h
+import harness_daemon
 from harness import check, eq
 from approval_util import SIM
 from token_util import Backend  # noqa: F401  (re-exported for the fault tests)
@@ -201,11 +202,12 @@ class TinyDisk:
                     "os.execv(%r, [%r] + sys.argv[1:])\n" %
                     (sys.executable, self.rlimit_bytes, h.AIRLOCKD, h.AIRLOCKD))
         os.chmod(wrapper, 0o755)
-        real, h.AIRLOCKD = h.AIRLOCKD, wrapper
+        # Daemon.start() reads harness_daemon.AIRLOCKD (h.AIRLOCKD is a copy of it)
+        real, harness_daemon.AIRLOCKD = harness_daemon.AIRLOCKD, wrapper
         try:
             return d.start()
         finally:
-            h.AIRLOCKD = real
+            harness_daemon.AIRLOCKD = real
 
     def fill(self, d):
         if self.mode == "tmpfs":
