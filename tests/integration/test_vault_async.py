@@ -67,6 +67,15 @@ class Bg:
         return self.result
 
 
+def wait_for(cond, what):
+    """Polls cond for a few seconds (bounded), well inside the 5 s token deadline."""
+    for _ in range(60):
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
 def timed_get(d, host, port, path):
     c = ProxyClient(d, host=host, port=port, timeout=30.0)
     t0 = time.monotonic()
@@ -214,13 +223,18 @@ def concurrent_requests_share_one_unseal():
 
             pid = swtpm_pid(b)
             os.kill(pid, signal.SIGSTOP)
-            burst = [Bg(d, "api.example.test", o.port, "/bytes/16?burst=%d" % i) for i in range(6)]
+            conns0 = o.connections
+            burst = [Bg(d, "api.example.test", o.port, "/bytes/16?burst=%d" % i)
+                     for i in range(6)]
+            # An exchange parks in the loop turn its upstream connects in: once the origin
+            # has accepted all six, all six wait on the one unseal.
+            wait_for(lambda: o.connections >= conns0 + 6, "six upstream connections")
             gone = socket.create_connection(("127.0.0.1", d.http_port), timeout=10)
             gone.sendall(("GET http://api.example.test:%d/bytes/16?gone HTTP/1.1\r\nHost: "
                           "api.example.test:%d\r\nProxy-Authorization: %s\r\n\r\n"
                           % (o.port, o.port, h.basic_auth())).encode())
-            # All parked within the fixed 5 s token deadline, valgrind or not.
-            time.sleep(min(h.scaled(0.5), 1.5))
+            wait_for(lambda: o.connections >= conns0 + 7, "the seventh upstream connection")
+            time.sleep(0.1)
             gone.close()
             time.sleep(0.2)
             check(all(r.result is None for r in burst), "answered while the token hangs")
