@@ -191,10 +191,11 @@ daemon_start(struct daemon *d, struct err *err)
     deps.dns = d->dns;
     deps.audit = d->audit;
     deps.approvals = d->approvals;
-    if (daemon_device_start(d) == -1)
-        return err_set(err, ERR_USAGE, "cannot start the buddy device link");
     if ((d->proxy = proxy_new(&deps, d->pol, err)) == NULL)
         return -1;
+    /* After the proxy: the pair key is unsealed on the proxy's token worker. */
+    if (daemon_device_start(d) == -1)
+        return err_set(err, ERR_USAGE, "cannot start the buddy device link");
     d->sighup = evsignal_new(d->base, SIGHUP, on_sighup, d);
     d->sigterm = evsignal_new(d->base, SIGTERM, on_sigterm, d);
     d->sigint = evsignal_new(d->base, SIGINT, on_sigterm, d);
@@ -210,8 +211,8 @@ static void
 daemon_stop(struct daemon *d)
 {
     control_free(d->control);
+    daemon_device_stop(d); /* cancels its unseal before the proxy's token worker goes */
     proxy_free(d->proxy);
-    daemon_device_stop(d);
     approvals_free(d->approvals);
     if (d->audit != NULL)
         audit_close(d->audit);

@@ -2,9 +2,11 @@
  * The buddy device in the daemon: the link shows the oldest pending item that a device may
  * decide, and a verified press becomes approvals_decide(..., APPROVAL_SOURCE_DEVICE). With
  * auth hmac the pair key is unsealed from the vault (credential "_buddy") and kept only in
- * the link's locked memory. While the token cannot give the key the device stays off
- * (closed: items wait; the CLI decides where the rule allows) and the key is tried again,
- * 1 s doubling to 30 s apart; when it comes the link starts and is handed the pending items.
+ * the link's locked memory. The unseal goes through the proxy's token worker, so a token
+ * that hangs never stalls the loop. While the token cannot give the key the device stays
+ * off (closed: items wait; the CLI decides where the rule allows) and the key is tried
+ * again, 1 s doubling to 30 s apart; when it comes the link starts and is handed the
+ * pending items.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +19,8 @@
 #include "cmd/daemon_internal.h"
 #include "common/log.h"
 #include "device/buddy.h"
-#include "hsm/hsm.h"
-#include "vault/vault.h"
+#include "proxy/proxy.h"
+#include "proxy/unseal_worker.h"
 
 #define KEY_RETRY_FIRST_MS 1000
 #define KEY_RETRY_MAX_MS 30000
@@ -28,6 +30,7 @@ struct daemon_device {
     struct buddy_link *link; /* NULL while off (no key yet) */
     int observer;            /* approvals observer handle while link is up, else -1 */
     struct event *retry;     /* the next pair-key attempt */
+    struct unseal_job *job;  /* the pair-key unseal under way on the token worker, or NULL */
     uint32_t retry_ms;       /* delay before the attempt after the next failure */
     unsigned attempts;       /* pair-key attempts since the device side started */
     int waiting;             /* the last attempt failed */
@@ -93,25 +96,6 @@ show_pending(const struct approval_info *info, void *arg)
     return 0;
 }
 
-static struct secbuf *
-device_key(const struct policy *p, struct err *err)
-{
-    struct hsm_config cfg;
-    struct secbuf *key = NULL;
-    struct vault *v;
-
-    vault_config_from_policy(p, &cfg);
-    if ((v = vault_open(&cfg, p->vault.dir, err)) == NULL)
-        return NULL;
-    if (vault_unseal(v, "_buddy", &key, err) == 0 && key->len != BUDDY_KEY_LEN) {
-        err_set(err, ERR_CRYPTO, "pair key _buddy has %zu bytes, not %d", key->len, BUDDY_KEY_LEN);
-        secbuf_free(key);
-        key = NULL;
-    }
-    vault_close(v);
-    return key;
-}
-
 /* Starts the link with key (NULL for auth none) and gives it the pending items. */
 static int
 link_up(struct daemon_device *dv, const struct secbuf *key, struct err *err)
@@ -143,44 +127,93 @@ schedule_retry(struct daemon_device *dv)
     dv->retry_ms = dv->retry_ms >= KEY_RETRY_MAX_MS / 2 ? KEY_RETRY_MAX_MS : dv->retry_ms * 2;
 }
 
-/*
- * One attempt to get the key and start the link. A failure is logged only when its reason
- * differs from the one logged last (one line per state change, not per attempt), then the
- * next attempt is scheduled. -1 only when the link itself cannot be made (it is then off
- * until a reload; the error is in err).
- */
+/* Starts the link (key NULL for auth none); -1 when it cannot be made: off until a reload,
+ * for that reason (status shows it). */
 static int
-try_device(struct daemon_device *dv, struct err *err)
+device_on(struct daemon_device *dv, const struct secbuf *key, struct err *err)
 {
-    struct secbuf *key = NULL;
-    struct err e;
-    int r;
-
-    if (dv->auth_hmac) {
-        dv->attempts++;
-        if ((key = device_key(dv->d->pol, &e)) == NULL) {
-            if (!dv->why_logged || e.code != dv->why.code || strcmp(e.msg, dv->why.msg) != 0)
-                log_warn("buddy device: off, pair key unavailable: %s (retrying every %d s "
-                         "at most; device approvals wait)", e.msg, KEY_RETRY_MAX_MS / 1000);
-            dv->why = e;
-            dv->why_logged = 1;
-            dv->waiting = 1;
-            schedule_retry(dv);
-            return 0;
-        }
-        if (dv->waiting)
-            log_info("buddy device: pair key unsealed (attempt %u); device on", dv->attempts);
-    }
-    r = link_up(dv, key, err);
-    secbuf_free(key);
-    if (r == -1) {
-        dv->waiting = 0; /* off until a reload, for this reason (status shows it) */
+    if (link_up(dv, key, err) == -1) {
+        dv->waiting = 0;
         dv->why = *err;
         return -1;
     }
     dv->waiting = 0;
     dv->why_logged = 0;
     log_info("buddy device: watching %s", dv->path);
+    return 0;
+}
+
+/*
+ * A failed attempt at the key. It is logged only when its reason differs from the one
+ * logged last (one line per state change, not per attempt), then the next attempt is
+ * scheduled.
+ */
+static void
+key_failed(struct daemon_device *dv, const struct err *e)
+{
+    if (!dv->why_logged || e->code != dv->why.code || strcmp(e->msg, dv->why.msg) != 0)
+        log_warn("buddy device: off, pair key unavailable: %s (retrying every %d s "
+                 "at most; device approvals wait)", e->msg, KEY_RETRY_MAX_MS / 1000);
+    dv->why = *e;
+    dv->why_logged = 1;
+    dv->waiting = 1;
+    schedule_retry(dv);
+}
+
+/* The token worker's answer to a pair-key attempt, on the loop thread. */
+static void
+on_key(void *arg, struct unseal_job *job, const struct err *err)
+{
+    struct daemon_device *dv = arg;
+    const struct secbuf *key;
+    struct err e;
+
+    dv->job = NULL;
+    if (dv->d->stopping) { /* shutting down: no link now, no more attempts */
+        unseal_job_release(job);
+        return;
+    }
+    if (job == NULL) {
+        key_failed(dv, err);
+        return;
+    }
+    key = unseal_job_secret(job);
+    if (key->len != BUDDY_KEY_LEN) {
+        err_set(&e, ERR_CRYPTO, "pair key _buddy has %zu bytes, not %d", key->len,
+            BUDDY_KEY_LEN);
+        unseal_job_release(job);
+        key_failed(dv, &e);
+        return;
+    }
+    if (dv->waiting)
+        log_info("buddy device: pair key unsealed (attempt %u); device on", dv->attempts);
+    if (device_on(dv, key, &e) == -1)
+        log_error("buddy device: %s; device off until a reload", e.msg);
+    unseal_job_release(job); /* the link keeps its own locked copy; this one is wiped */
+}
+
+/*
+ * One attempt to start the link. With auth hmac it asks the token worker for the key and
+ * returns: on_key goes on (or a refusal at once, e.g. the token is known stuck, is a
+ * failed attempt like any other). -1 only when the link itself cannot be made (it is then
+ * off until a reload; the error is in err).
+ */
+static int
+try_device(struct daemon_device *dv, struct err *err)
+{
+    struct unseal_worker *w;
+    struct err e;
+
+    if (!dv->auth_hmac)
+        return device_on(dv, NULL, err);
+    if (dv->job != NULL)
+        return 0; /* an attempt is under way: its answer counts */
+    dv->attempts++;
+    if ((w = proxy_token_worker(dv->d->proxy)) == NULL)
+        err_set(&e, ERR_INTERNAL, "no token worker");
+    else if ((dv->job = unseal_submit(w, dv->d->pol, "_buddy", on_key, dv, &e)) != NULL)
+        return 0;
+    key_failed(dv, &e);
     return 0;
 }
 
@@ -205,6 +238,7 @@ device_free(struct daemon_device *dv)
         approvals_unobserve(dv->d->approvals, dv->observer);
         buddy_link_free(dv->link);
     }
+    unseal_job_cancel(dv->job); /* the key, if it comes, is wiped unseen */
     if (dv->retry != NULL)
         event_free(dv->retry);
     free(dv->path);
@@ -291,9 +325,10 @@ daemon_device_status(const struct daemon *d)
                 "the device side could not be started; off until a reload");
     if (dv->link != NULL)
         return link_status(dv->link);
-    if (dv->waiting)
+    if (dv->waiting || dv->job != NULL)
         return json_pack("{s:s, s:s, s:s, s:I}", "state", "waiting_for_key", "path", dv->path,
-            "reason", dv->why.msg, "attempts", (json_int_t)dv->attempts);
+            "reason", dv->waiting ? dv->why.msg : "unsealing the pair key", "attempts",
+            (json_int_t)dv->attempts);
     return json_pack("{s:s, s:s, s:s}", "state", "off", "path", dv->path, "reason",
         dv->why.msg);
 }

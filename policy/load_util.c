@@ -219,6 +219,34 @@ lduration(struct lctx *c, const struct ynode *n, const char *what, uint64_t min,
     return 0;
 }
 
+/* "250ms", "5s": a bound as it would be written in the config. */
+static const char *
+lms_text(uint64_t ms, char *buf, size_t len)
+{
+    if (ms % 1000 == 0)
+        snprintf(buf, len, "%llus", (unsigned long long)(ms / 1000));
+    else
+        snprintf(buf, len, "%llums", (unsigned long long)ms);
+    return buf;
+}
+
+int
+lduration_range(struct lctx *c, const struct ynode *n, const char *what, uint64_t min,
+    uint64_t max, uint64_t *out)
+{
+    char lo[32], hi[32], q[64];
+    uint64_t v;
+
+    if (lduration(c, n, what, 0, &v) == -1)
+        return -1;
+    if (v < min || v > max)
+        return lerr(c, n, "%s: duration must be %s..%s, got \"%s\"", what,
+            lms_text(min, lo, sizeof(lo)), lms_text(max, hi, sizeof(hi)),
+            lquote(n->value, q, sizeof(q)));
+    *out = v;
+    return 0;
+}
+
 int
 lsize(struct lctx *c, const struct ynode *n, const char *what, uint64_t min, uint64_t max,
     uint64_t *out)

@@ -107,6 +107,7 @@ policy_new_defaults(const char *path, struct err *err)
     p->idle_timeout_ms = 60000;
     p->connect_timeout_ms = 10000;
     p->upstream_timeout_ms = 60000;
+    p->unseal_timeout_ms = 5000;
     if (p->path == NULL || p->dir == NULL || p->state_dir == NULL || p->vault.dir == NULL ||
         p->vault.pkcs11_key_label == NULL || p->vault.tpm2_tcti == NULL ||
         p->audit_path == NULL) {
@@ -193,7 +194,7 @@ static int
 load_limits(struct lctx *c, const struct ynode *n)
 {
     static const char *const keys[] = {"max_connections", "header_timeout", "idle_timeout",
-        "connect_timeout", "upstream_timeout", NULL};
+        "connect_timeout", "upstream_timeout", "unseal_timeout", NULL};
     struct policy *p = c->p;
     const struct ynode *v;
     uint64_t u;
@@ -218,6 +219,11 @@ load_limits(struct lctx *c, const struct ynode *n)
         return -1;
     if ((v = ymap_get(n, "upstream_timeout")) != NULL &&
         lduration(c, v, "limits.upstream_timeout", 1, &p->upstream_timeout_ms) == -1)
+        return -1;
+    /* Bounded both ways: under 100 ms a healthy TPM's unseal would fail, over 60 s an
+     * exchange parked on a stuck token outlives any client's patience. */
+    if ((v = ymap_get(n, "unseal_timeout")) != NULL &&
+        lduration_range(c, v, "limits.unseal_timeout", 100, 60000, &p->unseal_timeout_ms) == -1)
         return -1;
     return 0;
 }

@@ -124,6 +124,7 @@ struct policy {
     uint64_t idle_timeout_ms;     /* default 60 s */
     uint64_t connect_timeout_ms;  /* default 10 s */
     uint64_t upstream_timeout_ms; /* default 60 s: upstream silence while a response is owed */
+    uint64_t unseal_timeout_ms;   /* default 5 s, 100 ms..60 s: a token operation's deadline */
 };
 
 /*

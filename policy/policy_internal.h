@@ -66,6 +66,8 @@ int luint(struct lctx *c, const struct ynode *n, const char *what, uint64_t min,
     uint64_t *out);
 int lduration(struct lctx *c, const struct ynode *n, const char *what, uint64_t min,
     uint64_t *out);
+int lduration_range(struct lctx *c, const struct ynode *n, const char *what, uint64_t min,
+    uint64_t max, uint64_t *out);
 int lsize(struct lctx *c, const struct ynode *n, const char *what, uint64_t min, uint64_t max,
     uint64_t *out);
 /* A path made absolute against the config file's directory. */

@@ -177,7 +177,7 @@ inject_init(struct proxy *px)
     if ((px->inject = calloc(1, sizeof(*px->inject))) == NULL ||
         (px->inject->pool = calloc(1, sizeof(*px->inject->pool))) == NULL)
         return -1;
-    px->inject->worker = unseal_worker_new(px->deps.base, UNSEAL_DEADLINE_MS, &err);
+    px->inject->worker = unseal_worker_new(px->deps.base, &err);
     if (px->inject->worker == NULL) {
         log_warn("vault: %s", err.msg);
         return -1;

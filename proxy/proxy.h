@@ -47,6 +47,12 @@ void proxy_set_policy(struct proxy *px, struct policy *p);
 void proxy_drain(struct proxy *px, uint64_t grace_ms, void (*done)(void *arg), void *arg);
 void proxy_stats(const struct proxy *px, struct proxy_stats *out);
 void proxy_free(struct proxy *px);
+/*
+ * The token worker (proxy/unseal_worker.h) the proxy's injections and leaf mints use, for
+ * the daemon's other token users (the buddy pair key): one thread owns the token, and the
+ * loop never waits for it. Valid until proxy_free; cancel every job before that.
+ */
+struct unseal_worker *proxy_token_worker(struct proxy *px);
 
 
 #endif

@@ -19,6 +19,8 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "proxy/proxy.h"
+#include "proxy/proxy_internal.h"
 #include "proxy/unseal_worker.h"
 #include "vault/vault.h"
 
@@ -34,6 +36,7 @@ struct unseal_job {
     /* input, fixed before the job is queued */
     char name[VAULT_NAME_MAX + 1];
     struct policy *pol;
+    uint64_t deadline_ms; /* from pol: limits.unseal_timeout */
     /* output, written by the worker, read by the loop once the job is done */
     struct secbuf *secret; /* reused scratch, wiped between jobs */
     int rc;
@@ -58,12 +61,14 @@ struct unseal_worker {
     /* worker thread only */
     struct vault *vault;
     uint64_t retry_after_us;
+    struct err open_err; /* why the last open failed: the answer until retry_after_us */
     /* loop thread only */
     struct event_base *base;
     struct event *wake;
-    uint64_t deadline_ms;
-    int stalled;  /* an operation overran the deadline and has not come back */
-    size_t n_out; /* jobs submitted and not yet freed */
+    uint64_t longest_ms; /* the longest deadline of any job so far (how long to wait at exit) */
+    uint64_t stall_ms;   /* the deadline the stalled operation overran */
+    int stalled;         /* an operation overran its deadline and has not come back */
+    size_t n_out;        /* jobs submitted and not yet freed */
     struct job_list idle;
     size_t n_idle;
 };
@@ -79,12 +84,16 @@ worker_vault(struct unseal_worker *w, struct unseal_job *j, struct err *err)
     if (w->vault != NULL)
         return w->vault;
     if (now < w->retry_after_us) {
-        err_set(err, ERR_TOKEN, "token unavailable (retrying shortly)");
+        /* The same reason as the open that failed: its users (the device's log lines)
+         * tell a state change by the reason. */
+        *err = w->open_err;
         return NULL;
     }
     vault_config_from_policy(j->pol, &cfg);
-    if ((w->vault = vault_open(&cfg, j->pol->vault.dir, err)) == NULL)
+    if ((w->vault = vault_open(&cfg, j->pol->vault.dir, err)) == NULL) {
         w->retry_after_us = now + UNSEAL_RETRY_US;
+        w->open_err = *err;
+    }
     return w->vault;
 }
 
@@ -236,10 +245,11 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
     if (!w->stalled)
         log_warn("vault: the token did not answer within %llu ms; injection fails until it "
                  "does",
-                 (unsigned long long)w->deadline_ms);
+                 (unsigned long long)j->deadline_ms);
     w->stalled = 1;
+    w->stall_ms = j->deadline_ms;
     err_set(&err, ERR_TOKEN, "the token did not answer within %llu ms",
-            (unsigned long long)w->deadline_ms);
+            (unsigned long long)j->deadline_ms);
     unseal_job_cancel(j); /* may free j */
     if (done != NULL)
         done(done_arg, NULL, &err);
@@ -295,6 +305,7 @@ job_prepare(struct unseal_job *j, struct policy *p, const char *name, struct err
         return -1;
     }
     j->pol = policy_ref(p);
+    j->deadline_ms = p->unseal_timeout_ms;
     return 0;
 }
 
@@ -303,7 +314,7 @@ worker_admits(struct unseal_worker *w, struct err *err)
 {
     if (w->stalled)
         return err_set(err, ERR_TOKEN, "the token is not answering (an operation overran %llu ms)",
-                       (unsigned long long)w->deadline_ms);
+                       (unsigned long long)w->stall_ms);
     if (w->n_queued >= UNSEAL_QUEUE_MAX)
         return err_set(err, ERR_LIMIT, "too many unseals waiting for the token");
     return 0;
@@ -313,8 +324,7 @@ struct unseal_job *
 unseal_submit(struct unseal_worker *w, struct policy *p, const char *name, unseal_done_fn done,
               void *arg, struct err *err)
 {
-    struct timeval tv = {(time_t)(w->deadline_ms / 1000),
-                         (suseconds_t)(w->deadline_ms % 1000 * 1000)};
+    struct timeval tv;
     struct unseal_job *j;
 
     if (worker_admits(w, err) == -1)
@@ -329,6 +339,10 @@ unseal_submit(struct unseal_worker *w, struct policy *p, const char *name, unsea
     }
     j->done = done;
     j->arg = arg;
+    tv.tv_sec = (time_t)(j->deadline_ms / 1000);
+    tv.tv_usec = (suseconds_t)(j->deadline_ms % 1000 * 1000);
+    if (j->deadline_ms > w->longest_ms)
+        w->longest_ms = j->deadline_ms;
     evtimer_add(j->deadline, &tv);
     pthread_mutex_lock(&w->mu);
     TAILQ_INSERT_TAIL(&w->queue, j, link);
@@ -352,7 +366,7 @@ unseal_job_release(struct unseal_job *j)
 }
 
 struct unseal_worker *
-unseal_worker_new(struct event_base *base, uint64_t deadline_ms, struct err *err)
+unseal_worker_new(struct event_base *base, struct err *err)
 {
     struct unseal_worker *w;
     sigset_t all, old;
@@ -363,7 +377,6 @@ unseal_worker_new(struct event_base *base, uint64_t deadline_ms, struct err *err
         return NULL;
     }
     w->base = base;
-    w->deadline_ms = deadline_ms;
     TAILQ_INIT(&w->queue);
     TAILQ_INIT(&w->done);
     TAILQ_INIT(&w->idle);
@@ -427,7 +440,7 @@ unseal_worker_free(struct unseal_worker *w)
     pthread_cond_signal(&w->work_cv);
     pthread_mutex_unlock(&w->mu);
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)(w->deadline_ms / 1000) + 1;
+    until.tv_sec += (time_t)((w->longest_ms + 999) / 1000) + 1;
     if (pthread_timedjoin_np(w->thread, NULL, &until) != 0) {
         /* Stuck in the token: it still uses w, so w stays (a leak at exit, not a crash). */
         log_warn("vault: the token worker is stuck in a token call; leaving it behind");
@@ -444,4 +457,11 @@ unseal_worker_free(struct unseal_worker *w)
     pthread_cond_destroy(&w->work_cv);
     pthread_mutex_destroy(&w->mu);
     free(w);
+}
+
+/* proxy.h: the proxy's worker, for the daemon's other token users (the buddy pair key). */
+struct unseal_worker *
+proxy_token_worker(struct proxy *px)
+{
+    return px != NULL ? inject_worker(px) : NULL;
 }

@@ -6,19 +6,21 @@ the device. While the SoftHSM token is away the device is not used: a held
 decide only what its rule allows, and nothing reaches the origin. The daemon tries the
 key again (1 s doubling to 30 s) with one log line per state change, not per attempt;
 once the token is back the link comes up, the device shows the waiting item and a press
-releases it. A reload tries at once.
+releases it. A reload tries at once. The key is unsealed on the token worker: a token that
+hangs (swtpm stopped) while the device pairs leaves the loop serving requests.
 """
 
 import copy
 import os
 import re
+import signal
 import time
 
 import harness as h
 from harness import check, eq, test
 from approval_util import (BgCurl, ID_RE, Sim, audit_for, cli, cli_rule, config,
-                           device_line, pending, still_waiting, url, wait_device_state,
-                           wait_new_item)
+                           device_line, pending, status_json, still_waiting, url,
+                           wait_device_state, wait_new_item)
 from fault_dev_util import Backend, FakeDevice, pair_sim, vault_cli
 
 OFF_RE = r"buddy device: off, pair key unavailable: "
@@ -305,6 +307,68 @@ def device_with_another_key_is_logged_once():
             finally:
                 dev.unplug()
             eq(d.stop(), 0, "daemon exit status")
+
+
+
+def timed(fn, *args, **kw):
+    t0 = time.monotonic()
+    r = fn(*args, **kw)
+    return r, time.monotonic() - t0
+
+
+@test
+def a_stalled_token_does_not_block_the_loop():
+    """swtpm stopped (SIGSTOP) when airlockd starts with auth hmac: the pair key's unseal
+    waits on the token worker, not on the loop, so the daemon comes up and `airlock status`
+    and a plain request are answered at once, before and after the unseal deadline
+    (limits.unseal_timeout, short here) logs the device off with its reason. After SIGCONT
+    a later attempt gets the key and the link comes up."""
+    stall_ms = int(h.scaled(1.5) * 1000)
+    with Backend("tpm2") as b, h.Origin() as o:
+        link = os.path.join(h.make_tmpdir("airlock-buddy-"), "buddy")
+        cfg = config(o, [h.rule("plain", ports=[o.port])])
+        cfg["approvals"]["device"] = {"path": link, "auth": "hmac"}
+        cfg["vault"] = b.vault
+        cfg["limits"] = {"unseal_timeout": "%dms" % stall_ms}
+        d = h.Daemon(cfg, start=False)
+        eq(vault_cli(d, "init")[0], 0, "airlock init")
+        keyfile = pair_sim(d, link)
+        with open(os.path.join(b.dir, "swtpm.pid")) as f:
+            pid = int(f.read().strip())
+        sim = Sim(link, "--auth", "hmac", "--key-file", keyfile)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with d:
+                d.start()  # an unseal on the loop would hang start-up right here
+                dev, secs = timed(status_json, d)
+                eq((dev["device"].get("state"), dev["device"].get("reason")),
+                   ("waiting_for_key", "unsealing the pair key"), "device while the key waits")
+                check(secs < h.scaled(1.0), "status took %.2f s while the token hangs" % secs)
+                r, secs = timed(h.curl, url(o, "/plain1"), proxy=d.proxy_url())
+                eq(r.status, 200, "plain request while the token hangs")
+                check(secs < h.scaled(1.0), "plain request took %.2f s while the token hangs"
+                      % secs)
+                wait_log(d, OFF_RE + "the token did not answer within %d ms" % stall_ms)
+                dev = wait_device_state(d, "waiting_for_key")
+                check("did not answer" in dev.get("reason", ""), "reason in status", dev)
+                r, secs = timed(h.curl, url(o, "/plain2"), proxy=d.proxy_url())
+                eq(r.status, 200, "plain request after the deadline")
+                check(secs < h.scaled(1.0), "plain request took %.2f s after the deadline"
+                      % secs)
+                no_hello(sim)
+                os.kill(pid, signal.SIGCONT)
+                pid = None
+                # The next attempt is 1 s after the deadline (2 s more if the token was
+                # still known stuck then).
+                sim.wait_line(r"^hello SIM1$", 20)
+                wait_log(d, ON_RE)
+                eq(wait_device_state(d, "connected").get("devid"), "SIM1", "device in status")
+                eq([q["path"] for q in o.requests], ["/plain1", "/plain2"], "requests at origin")
+                eq(d.stop(), 0, "daemon exit status")
+        finally:
+            if pid is not None:
+                os.kill(pid, signal.SIGCONT)
+            sim.stop()
 
 
 if __name__ == "__main__":

@@ -171,7 +171,8 @@ static const char full_config[] =
     "  max_connections: 100\n"
     "  header_timeout: 5s\n"
     "  idle_timeout: 1m\n"
-    "  connect_timeout: 250ms\n";
+    "  connect_timeout: 250ms\n"
+    "  unseal_timeout: 1500ms\n";
 
 static void
 assert_path(const char *got, const char *rel)
@@ -264,6 +265,7 @@ test_full_config_rules(void **state)
     assert_int_equal(p->header_timeout_ms, 5000);
     assert_int_equal(p->idle_timeout_ms, 60000);
     assert_int_equal(p->connect_timeout_ms, 250);
+    assert_int_equal(p->unseal_timeout_ms, 1500);
     assert_ptr_equal(policy_ref(p), p);
     assert_int_equal(p->refcount, 2);
     policy_unref(p);
@@ -301,6 +303,7 @@ test_defaults(void **state)
     assert_int_equal(p->header_timeout_ms, 30000);
     assert_int_equal(p->idle_timeout_ms, 60000);
     assert_int_equal(p->connect_timeout_ms, 10000);
+    assert_int_equal(p->unseal_timeout_ms, 5000);
     /* No agents: everybody is "-". */
     assert_string_equal(policy_authenticate(p, "anyone", "x", 1), "-");
     policy_unref(p);
@@ -651,6 +654,12 @@ static const struct bad_case {
     {"4:1", "only one yaml document is allowed", L "rules: []\n---\nx: 1\n"},
     {"4:20", "limits.max_connections: expected an integer 1..1000000, got \"0\"",
         L "limits:\n  max_connections: 0\nrules: []\n"},
+    {"4:19", "limits.unseal_timeout: duration must be 100ms..60s, got \"50ms\"",
+        L "limits:\n  unseal_timeout: 50ms\nrules: []\n"},
+    {"4:19", "limits.unseal_timeout: duration must be 100ms..60s, got \"2m\"",
+        L "limits:\n  unseal_timeout: 2m\nrules: []\n"},
+    {"4:19", "limits.unseal_timeout: bad duration \"5\"",
+        L "limits:\n  unseal_timeout: 5\nrules: []\n"},
 };
 
 static void
