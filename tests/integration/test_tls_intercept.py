@@ -83,7 +83,13 @@ class HashOrigin:
                     return
                 super().finish_request(request, addr)
 
-        self.srv = S(("127.0.0.1", 0), H)
+        for attempt in range(16):  # bounded: a picked port can be taken before the bind
+            try:
+                self.srv = S(("127.0.0.1", ports.free_port()), H)
+                break
+            except OSError:
+                if attempt == 15:
+                    raise
         self.port = self.srv.server_address[1]
         threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
