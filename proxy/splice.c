@@ -7,6 +7,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -96,12 +98,20 @@ dir_flush_pending(struct splice_dir *d)
  * The pipe is made on the first readable event that is not EOF: most short tunnels (a
  * refused TLS handshake, a probe) never need one, and a pipe pair is two fds and three
  * syscalls. 1 pipe ready, 0 not needed yet (EOF or spurious wake-up), -1 broken.
+ *
+ * The client's socket gets TCP_NODELAY here, before the first bytes go to it (the dial
+ * already set it on the upstream): with Nagle on, a small write right behind another
+ * still unacknowledged one waits for the client's delayed ACK, so a relay of small
+ * messages (SSH, websockets) stalled up to 40 ms per message that the endpoints, which
+ * chose their own Nagle setting, never asked for. Bulk loses nothing: full segments
+ * never wait for Nagle.
  */
 static int
 dir_open_pipe(struct splice_dir *d)
 {
     char b;
     ssize_t n;
+    int one = 1;
 
     if (d->pipe[0] >= 0)
         return 1;
@@ -114,6 +124,8 @@ dir_open_pipe(struct splice_dir *d)
         d->pipe[0] = d->pipe[1] = -1;
         return -1;
     }
+    if (d == &d->r->dir[1])
+        (void)setsockopt(d->to, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return 1;
 }
 

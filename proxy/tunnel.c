@@ -5,6 +5,9 @@
  * way libevent's sample/le-proxy.c does it: move whole buffer chains, stop reading a side
  * while the other's output is above the high-water mark.
  */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <event2/buffer.h>
 
 #include "common/log.h"
@@ -40,6 +43,8 @@ tunnel_move(struct conn *c, struct bufferevent *from)
 void
 tunnel_start(struct conn *c)
 {
+    int one = 1;
+
     c->state = CS_TUNNEL;
     conn_clear_timer(c);
     if (c->tunnel_start_us == 0)
@@ -52,6 +57,11 @@ tunnel_start(struct conn *c)
     evbuffer_add_buffer(bufferevent_get_output(c->client), bufferevent_get_input(c->up));
     if (splice_relay_start(c) == 0)
         return;
+    /* As in splice.c: a relay must not add Nagle delays the endpoints did not ask for
+     * (under a TLS filter intercept.c has set it already; again costs nothing). */
+    if (bufferevent_getfd(c->client) >= 0)
+        (void)setsockopt(bufferevent_getfd(c->client), IPPROTO_TCP, TCP_NODELAY, &one,
+                         sizeof(one));
     /* libevent reads 16 KiB per callback by default; bulk tunnels want far bigger bites. */
     bufferevent_set_max_single_read(c->client, TUNNEL_IO_CHUNK);
     bufferevent_set_max_single_write(c->client, TUNNEL_IO_CHUNK);

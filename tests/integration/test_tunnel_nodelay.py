@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Blind tunnels (CONNECT and SOCKS5) relay small messages without Nagle delays: an
+origin that writes a 100-byte message every few milliseconds (an SSH or websocket
+stream, TCP_NODELAY on its socket) must see each one reach the client promptly. With
+Nagle on airlockd's client socket, a message written while the previous one was still
+unacknowledged waited for the client's delayed ACK, up to 40 ms (over a third of the
+messages when the client delays its ACKs, as one that only listens does).
+"""
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+
+import harness as h
+import ports
+from harness import check, eq, test
+
+MSGS = 80
+GAP = 0.004
+SIZE = 100
+STALL = 0.025  # a delayed-ACK stall is ~40 ms; scheduling noise on a busy box is less
+S = {}
+
+
+class TickOrigin:
+    """Per connection: waits for b"go", then writes MSGS messages of SIZE bytes GAP
+    seconds apart, noting when each was written, and closes."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        ports.bind_free(self.sock)
+        self.sock.listen(8)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.sent = []
+        self._stop = False
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            with c:
+                c.settimeout(10)
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                try:
+                    if c.recv(2) != b"go":
+                        continue
+                    sent = []
+                    for i in range(MSGS):
+                        sent.append(time.monotonic())
+                        c.sendall(bytes([65 + i % 26]) * SIZE)
+                        time.sleep(GAP)
+                    self.sent = sent
+                    time.sleep(0.2)
+                except OSError:
+                    continue
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join(2)
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def fixture():
+    with TickOrigin() as o:
+        S["origin"] = o
+        cfg = h.base_config([h.rule("ticks", ports=[o.port])])
+        with h.Daemon(cfg) as d:
+            yield d
+
+
+def connect_tunnel(d):
+    port = S["origin"].port
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
+    s.sendall(("CONNECT api.example.test:%d HTTP/1.1\r\nHost: api.example.test:%d\r\n"
+               "Proxy-Authorization: %s\r\n\r\n" % (port, port, h.basic_auth())).encode())
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < 4096:
+        chunk = s.recv(1)  # byte by byte: nothing of the tunnel is read past the reply
+        if not chunk:
+            break
+        head += chunk
+    check(head.startswith(b"HTTP/1.1 200"), "CONNECT refused", head)
+    return s
+
+
+def socks_tunnel(d):
+    s = socket.create_connection(("127.0.0.1", d.socks_port), timeout=5)
+    s.sendall(b"\x05\x01\x02")
+    eq(s.recv(2), b"\x05\x02", "SOCKS5 method")
+    user, pw = h.AGENT.encode(), h.TOKEN.encode()
+    s.sendall(b"\x01" + bytes([len(user)]) + user + bytes([len(pw)]) + pw)
+    eq(s.recv(2), b"\x01\x00", "SOCKS5 auth")
+    host = b"api.example.test"
+    s.sendall(b"\x05\x01\x00\x03" + bytes([len(host)]) + host +
+              struct.pack(">H", S["origin"].port))
+    rep = s.recv(10)
+    check(rep[:2] == b"\x05\x00", "SOCKS5 CONNECT refused", rep)
+    return s
+
+
+def delays(s):
+    """Seconds from each message's write at the origin to its arrival at the client."""
+    S["origin"].sent = []
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.settimeout(h.scaled(5))
+    s.sendall(b"go")
+    got, data = [], b""
+    while len(data) < MSGS * SIZE:
+        # Delayed ACKs, as a client that only listens has them: what Nagle waits for.
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        now = time.monotonic()
+        data += chunk
+        got += [now] * (len(data) // SIZE - len(got))
+    eq(len(data), MSGS * SIZE, "bytes through the tunnel")
+    eq(data, b"".join(bytes([65 + i % 26]) * SIZE for i in range(MSGS)), "message bytes")
+    deadline = time.monotonic() + h.scaled(5)
+    while len(S["origin"].sent) < MSGS and time.monotonic() < deadline:
+        time.sleep(0.01)
+    eq(len(S["origin"].sent), MSGS, "messages the origin wrote")
+    return [g - w for g, w in zip(got, S["origin"].sent)]
+
+
+def no_stalls(d, open_tunnel, via):
+    s = open_tunnel(d)
+    try:
+        late = [x for x in delays(s) if x > h.scaled(STALL)]
+    finally:
+        s.close()
+    # With Nagle on the relay about 30 of the 80 were held back; allow a loaded box 5.
+    check(len(late) <= 5, "%s: %d of %d messages held back over %d ms (worst %.1f ms)" %
+          (via, len(late), MSGS, STALL * 1000, max(late, default=0) * 1000))
+
+
+@test
+def connect_tunnel_has_no_nagle_stalls(d):
+    no_stalls(d, connect_tunnel, "connect")
+
+
+@test
+def socks5_tunnel_has_no_nagle_stalls(d):
+    no_stalls(d, socks_tunnel, "socks5")
+
+
+if __name__ == "__main__":
+    h.run(fixture)
