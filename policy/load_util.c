@@ -235,7 +235,7 @@ lduration_range(struct lctx *c, const struct ynode *n, const char *what, uint64_
     uint64_t max, uint64_t *out)
 {
     char lo[32], hi[32], q[64];
-    uint64_t v;
+    uint64_t v = 0; /* gcc -O2 cannot see that lduration sets it when it returns 0 */
 
     if (lduration(c, n, what, 0, &v) == -1)
         return -1;
