@@ -6,7 +6,7 @@ re-exports every name here.
 import json
 import re
 
-from harness_env import AGENT, TOKEN_SHA256, free_port
+from harness_env import AGENT, TOKEN_SHA256, VALGRIND, free_port
 
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -82,6 +82,11 @@ def base_config(rules, **over):
         "network": {"deny_private": True, "allow_cidrs": ["127.0.0.1/32"]},
         "audit": {"path": "audit.jsonl"},
     }
+    if VALGRIND:
+        # Under valgrind a first TPM unseal (session set-up included) can take longer than
+        # the 5 s default token deadline and fail a healthy request; tests of the deadline
+        # set their own.
+        cfg["limits"] = {"unseal_timeout": "30s"}
     for k, v in over.items():
         if v is None:
             cfg.pop(k, None)
