@@ -14,13 +14,12 @@ import threading
 import time
 
 import harness as h
-import ports
 from harness import check, eq
 
 STALL_MAX_S = 30.0  # a stalled origin handler gives up after this, whatever happens
 
 
-class FaultOrigin:
+class FaultOrigin(h.AcceptLoop):
     """A tiny HTTP/1.1 origin on 127.0.0.1 whose path picks a fault:
 
     /cut/N/K      Content-Length N, K body bytes, a pause, then FIN
@@ -42,18 +41,13 @@ class FaultOrigin:
     a test knows the proxy really let go of the upstream connection."""
 
     PAUSE_S = 0.3
+    BACKLOG = 256
 
     def __init__(self, tls=None):
         self.tls_ctx = None
         if tls is not None:  # (cert, key): HTTPS, the handshake in the connection's thread
             self.tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self.tls_ctx.load_cert_chain(*tls)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ports.bind_free(self.sock)
-        self.sock.listen(256)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
         self.paths = []
         self.accepts = 0
@@ -61,21 +55,14 @@ class FaultOrigin:
         self.closed_by_peer = 0
         self.interim_sent = 0
         self.bytes_sent = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
-        self._t.start()
+        super().__init__()
 
     # --- bookkeeping -----------------------------------------------------------------
-    def _loop(self):
-        while not self._stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            with self.lock:
-                self.accepts += 1
-                self.open += 1
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def handle(self, c):
+        with self.lock:
+            self.accepts += 1
+            self.open += 1
+        threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def stats(self):
         with self.lock:
@@ -90,17 +77,6 @@ class FaultOrigin:
                 return True
             time.sleep(0.05)
         return self.stats()["open"] == n
-
-    def close(self):
-        self._stop.set()
-        self._t.join(2)
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # --- one connection --------------------------------------------------------------
     def _read_request(self, c, buf):

@@ -7,7 +7,7 @@ parts that this module re-exports, so every one of them is h.NAME:
   harness_config    to_yaml, base_config, rule
   harness_daemon    the airlockd process (start, reload, stop, audit), run_airlock,
                     audit_since
-  harness_http      the real curl binary, raw sockets, basic_auth, CountingListener
+  harness_http      the real curl binary, raw sockets, basic_auth, AcceptLoop, CountingListener
   harness_valgrind  the `valgrind` ctest label (python3 harness.py --valgrind TEST.py)
 
 and here: assertions, network isolation, and a tiny test runner whose last line is
@@ -31,7 +31,7 @@ from harness_env import (AGENT, AIRLOCK, AIRLOCKD, BIN_DIR, HERE, SLOW,  # noqa:
 from harness_config import base_config, rule, to_yaml  # noqa: E402,F401
 from harness_daemon import (Daemon, DaemonError, _port_of, audit_since,  # noqa: E402,F401
                             run_airlock, wait_port)
-from harness_http import (_PROXY_ENV, CountingListener, CurlResult,  # noqa: E402,F401
+from harness_http import (_PROXY_ENV, AcceptLoop, CountingListener, CurlResult,  # noqa: E402,F401
                           _parse_header_blocks, basic_auth, curl, raw_http,
                           read_http_response, recv_all)
 from harness_valgrind import valgrind_main, valgrind_report  # noqa: E402,F401

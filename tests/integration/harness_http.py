@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import ports
@@ -176,34 +177,40 @@ def basic_auth(user=AGENT, password=TOKEN):
     return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
 
 
-class CountingListener:
-    """A TCP listener on 127.0.0.1 that only counts accepted connections (and closes
-    them): proof that the proxy did or did not dial a target."""
+class AcceptLoop:
+    """A TCP listener on a free 127.0.0.1 port whose thread accepts until close() and
+    hands each connection to self.handle(conn), which owns it. A subclass sets its own
+    fields before calling AcceptLoop.__init__ (the thread starts there)."""
+
+    BACKLOG = 64
 
     def __init__(self):
-        import threading
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ports.bind_free(self.sock)
-        self.sock.listen(64)
+        self.sock.listen(self.BACKLOG)
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
-        self.accepts = 0
-        self._stop = False
+        self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
         self._t.start()
 
     def _loop(self):
-        while not self._stop:
+        while not self._stop.is_set():
             try:
                 c, _ = self.sock.accept()
             except (socket.timeout, OSError):
                 continue
-            self.accepts += 1
-            c.close()
+            try:
+                self.handle(c)
+            except OSError:
+                c.close()  # the peer went away mid-answer; keep accepting
+
+    def handle(self, conn):
+        conn.close()
 
     def close(self):
-        self._stop = True
+        self._stop.set()
         self._t.join(2)
         self.sock.close()
 
@@ -212,3 +219,16 @@ class CountingListener:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class CountingListener(AcceptLoop):
+    """A TCP listener on 127.0.0.1 that only counts accepted connections (and closes
+    them): proof that the proxy did or did not dial a target."""
+
+    def __init__(self):
+        self.accepts = 0
+        super().__init__()
+
+    def handle(self, conn):
+        self.accepts += 1
+        conn.close()

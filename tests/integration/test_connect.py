@@ -14,7 +14,6 @@ import threading
 import time
 
 import harness as h
-import ports
 from harness import check, eq, test
 
 CA = os.path.join(h.TLS_DIR, "ca.pem")
@@ -22,7 +21,7 @@ TLS = (os.path.join(h.TLS_DIR, "server.pem"), os.path.join(h.TLS_DIR, "server.ke
 S = {}
 
 
-class EofOrigin:
+class EofOrigin(h.AcceptLoop):
     """Accepts connections one at a time, reads each to EOF, then answers
     b"got LEN SHA256" and closes: it only answers once the client's half-close has come
     through the tunnel. With upgrade, it first reads a request head and answers
@@ -30,42 +29,22 @@ class EofOrigin:
 
     def __init__(self, upgrade=False):
         self.upgrade = upgrade
-        self.sock = socket.socket()
-        ports.bind_free(self.sock)
-        self.sock.listen(8)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self._stop = False
-        self._t = threading.Thread(target=self._loop, daemon=True)
-        self._t.start()
+        super().__init__()
 
-    def _loop(self):
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            with c:
-                c.settimeout(10)
-                if self.upgrade:
-                    head = b""
-                    while b"\r\n\r\n" not in head and len(head) < 65536:
-                        chunk = c.recv(4096)
-                        if not chunk:
-                            break
-                        head += chunk
-                    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                              b"Connection: Upgrade\r\n\r\nserver-first")
-                data = h.recv_all(c, timeout=10, limit=64 << 20)
-                c.sendall(b"got %d %s" % (len(data), hashlib.sha256(data).hexdigest().encode()))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._t.join(2)
-        self.sock.close()
+    def handle(self, c):
+        with c:
+            c.settimeout(10)
+            if self.upgrade:
+                head = b""
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    chunk = c.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                          b"Connection: Upgrade\r\n\r\nserver-first")
+            data = h.recv_all(c, timeout=10, limit=64 << 20)
+            c.sendall(b"got %d %s" % (len(data), hashlib.sha256(data).hexdigest().encode()))
 
 
 @contextlib.contextmanager

@@ -99,36 +99,15 @@ class HashOrigin:
         self.srv.server_close()
 
 
-class PlainOrigin:
+class PlainOrigin(h.AcceptLoop):
     """Plain TCP on 127.0.0.1 answering anything with an HTTP/1.1 error, no TLS: what a
     TLS client makes of it is an OpenSSL error, not a certificate one."""
 
-    def __init__(self):
-        self.sock = socket.socket()
-        ports.bind_free(self.sock)
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stop = False
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while not self.stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                try:
-                    conn.recv(4096)
-                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-                except OSError:
-                    pass
-
-    def close(self):
-        self.stop = True
-        self.sock.close()
+    def handle(self, conn):
+        with conn:
+            conn.settimeout(5)
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 
 
 class World:

@@ -14,7 +14,6 @@ import threading
 import time
 
 import harness as h
-import ports
 from harness import check, eq, test
 
 MSGS = 80
@@ -24,50 +23,30 @@ STALL = 0.025  # a delayed-ACK stall is ~40 ms; scheduling noise on a busy box i
 S = {}
 
 
-class TickOrigin:
+class TickOrigin(h.AcceptLoop):
     """Per connection: waits for b"go", then writes MSGS messages of SIZE bytes GAP
     seconds apart, noting when each was written, and closes."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        ports.bind_free(self.sock)
-        self.sock.listen(8)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
         self.sent = []
-        self._stop = False
-        self._t = threading.Thread(target=self._loop, daemon=True)
-        self._t.start()
+        super().__init__()
 
-    def _loop(self):
-        while not self._stop:
+    def handle(self, c):
+        with c:
+            c.settimeout(10)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                c, _ = self.sock.accept()
+                if c.recv(2) != b"go":
+                    return
+                sent = []
+                for i in range(MSGS):
+                    sent.append(time.monotonic())
+                    c.sendall(bytes([65 + i % 26]) * SIZE)
+                    time.sleep(GAP)
+                self.sent = sent
+                time.sleep(0.2)
             except OSError:
-                continue
-            with c:
-                c.settimeout(10)
-                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                try:
-                    if c.recv(2) != b"go":
-                        continue
-                    sent = []
-                    for i in range(MSGS):
-                        sent.append(time.monotonic())
-                        c.sendall(bytes([65 + i % 26]) * SIZE)
-                        time.sleep(GAP)
-                    self.sent = sent
-                    time.sleep(0.2)
-                except OSError:
-                    continue
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._t.join(2)
-        self.sock.close()
+                pass
 
 
 @contextlib.contextmanager
