@@ -32,8 +32,8 @@ from harness_config import base_config, rule, to_yaml  # noqa: E402,F401
 from harness_daemon import (Daemon, DaemonError, _port_of, audit_since,  # noqa: E402,F401
                             run_airlock, wait_port)
 from harness_http import (_PROXY_ENV, AcceptLoop, CountingListener, CurlResult,  # noqa: E402,F401
-                          _parse_header_blocks, basic_auth, curl, raw_http,
-                          read_http_response, recv_all)
+                          _parse_header_blocks, basic_auth, connect_tunnel, curl, raw_http,
+                          read_http_response, recv_all, socks_tunnel)
 from harness_valgrind import valgrind_main, valgrind_report  # noqa: E402,F401
 import ports  # noqa: E402,F401
 from origin import Origin, pattern_bytes  # noqa: E402,F401

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -232,3 +233,41 @@ class CountingListener(AcceptLoop):
     def handle(self, conn):
         self.accepts += 1
         conn.close()
+
+
+def connect_tunnel(d, host, port):
+    """A socket through d's CONNECT tunnel to host:port, the 200 reply read byte by byte so
+    that nothing of the tunnel is consumed; AssertionError if it is refused."""
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
+    s.sendall(("CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\nProxy-Authorization: %s\r\n\r\n"
+               % (host, port, host, port, basic_auth())).encode())
+    head = b""
+    deadline = time.monotonic() + 5
+    while b"\r\n\r\n" not in head and len(head) < 4096 and time.monotonic() < deadline:
+        chunk = s.recv(1)
+        if not chunk:
+            break
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 200"):
+        s.close()
+        raise AssertionError("CONNECT refused | %r" % head)
+    return s
+
+
+def socks_tunnel(d, host, port):
+    """A socket through d's SOCKS5 listener (user/pass as the test agent) to host:port;
+    AssertionError if a step is refused."""
+    s = socket.create_connection(("127.0.0.1", d.socks_port), timeout=5)
+    user, pw, name = AGENT.encode(), TOKEN.encode(), host.encode()
+    steps = ((b"\x05\x01\x02", 2, b"\x05\x02", "SOCKS5 method"),
+             (b"\x01" + bytes([len(user)]) + user + bytes([len(pw)]) + pw, 2, b"\x01\x00",
+              "SOCKS5 auth"),
+             (b"\x05\x01\x00\x03" + bytes([len(name)]) + name + struct.pack(">H", port), 10,
+              b"\x05\x00", "SOCKS5 CONNECT"))
+    for msg, n, want, what in steps:
+        s.sendall(msg)
+        got = s.recv(n)
+        if got[:len(want)] != want:
+            s.close()
+            raise AssertionError("%s refused: got %r" % (what, got))
+    return s

@@ -9,7 +9,6 @@ messages when the client delays its ACKs, as one that only listens does).
 
 import contextlib
 import socket
-import struct
 import threading
 import time
 
@@ -59,33 +58,11 @@ def fixture():
 
 
 def connect_tunnel(d):
-    port = S["origin"].port
-    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=5)
-    s.sendall(("CONNECT api.example.test:%d HTTP/1.1\r\nHost: api.example.test:%d\r\n"
-               "Proxy-Authorization: %s\r\n\r\n" % (port, port, h.basic_auth())).encode())
-    head = b""
-    while b"\r\n\r\n" not in head and len(head) < 4096:
-        chunk = s.recv(1)  # byte by byte: nothing of the tunnel is read past the reply
-        if not chunk:
-            break
-        head += chunk
-    check(head.startswith(b"HTTP/1.1 200"), "CONNECT refused", head)
-    return s
+    return h.connect_tunnel(d, "api.example.test", S["origin"].port)
 
 
 def socks_tunnel(d):
-    s = socket.create_connection(("127.0.0.1", d.socks_port), timeout=5)
-    s.sendall(b"\x05\x01\x02")
-    eq(s.recv(2), b"\x05\x02", "SOCKS5 method")
-    user, pw = h.AGENT.encode(), h.TOKEN.encode()
-    s.sendall(b"\x01" + bytes([len(user)]) + user + bytes([len(pw)]) + pw)
-    eq(s.recv(2), b"\x01\x00", "SOCKS5 auth")
-    host = b"api.example.test"
-    s.sendall(b"\x05\x01\x00\x03" + bytes([len(host)]) + host +
-              struct.pack(">H", S["origin"].port))
-    rep = s.recv(10)
-    check(rep[:2] == b"\x05\x00", "SOCKS5 CONNECT refused", rep)
-    return s
+    return h.socks_tunnel(d, "api.example.test", S["origin"].port)
 
 
 def delays(s):
