@@ -108,12 +108,11 @@ def curl(url, proxy=None, socks5=None, proxy_user=None, args=(), headers=(), dat
 
 
 # --- raw sockets ----------------------------------------------------------------------
-def recv_all(sock, timeout=5.0, limit=1 << 20):
-    """Reads until EOF, limit bytes or timeout; returns what arrived."""
+def _recv_until(sock, deadline, done, data=b""):
+    """Appends what sock sends to data until done(data), EOF, an error or the monotonic
+    deadline; returns data."""
     sock.settimeout(0.2)
-    deadline = time.monotonic() + scaled(timeout)
-    data = b""
-    while time.monotonic() < deadline and len(data) < limit:
+    while not done(data) and time.monotonic() < deadline:
         try:
             chunk = sock.recv(65536)
         except socket.timeout:
@@ -126,23 +125,17 @@ def recv_all(sock, timeout=5.0, limit=1 << 20):
     return data
 
 
+def recv_all(sock, timeout=5.0, limit=1 << 20):
+    """Reads until EOF, limit bytes or timeout; returns what arrived."""
+    return _recv_until(sock, time.monotonic() + scaled(timeout), lambda d: len(d) >= limit)
+
+
 def read_http_response(sock, timeout=5.0):
     """Reads one HTTP response (headers + Content-Length body) from sock.
     Returns (status, headers dict lower-case, body, raw) or (0, {}, b"", raw) when the
     peer closed or timed out before a full header block."""
-    sock.settimeout(0.2)
     deadline = time.monotonic() + scaled(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data and time.monotonic() < deadline and len(data) < 1 << 20:
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        data += chunk
+    data = _recv_until(sock, deadline, lambda d: b"\r\n\r\n" in d or len(d) >= 1 << 20)
     if b"\r\n\r\n" not in data:
         return 0, {}, b"", data
     head, rest = data.split(b"\r\n\r\n", 1)
@@ -151,16 +144,7 @@ def read_http_response(sock, timeout=5.0):
         return 0, {}, b"", data
     status, hdrs = blocks[0]
     n = int(hdrs.get("content-length", "0") or 0)
-    while len(rest) < n and time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        rest += chunk
+    rest = _recv_until(sock, deadline, lambda d: len(d) >= n, rest)
     return status, hdrs, rest[:n], data
 
 
