@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +211,16 @@ daemon_start(struct daemon *d, struct err *err)
 static void
 daemon_stop(struct daemon *d)
 {
+    sigset_t stop_sigs;
+
+    /* Tearing down (final audit sync, token worker join): a further SIGTERM/SIGINT/SIGHUP
+     * stays pending instead of killing the process halfway once the signal events are
+     * freed and the default dispositions are back. The process exits right after. */
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGTERM);
+    sigaddset(&stop_sigs, SIGINT);
+    sigaddset(&stop_sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stop_sigs, NULL);
     control_free(d->control);
     daemon_device_stop(d); /* cancels its unseal before the proxy's token worker goes */
     proxy_free(d->proxy);
