@@ -15,7 +15,6 @@
 import contextlib
 import copy
 import os
-import signal
 import socket
 import ssl
 import struct
@@ -65,11 +64,6 @@ def reload_unseal_timeout(d, ms):
     d.write_config(cfg)
     ok, new = d.reload()
     check(ok, "reload with unseal_timeout %s ms" % ms, new)
-
-
-def swtpm_pid(b):
-    with open(os.path.join(b.dir, "swtpm.pid")) as f:
-        return int(f.read().strip())
 
 
 def connect(d, host, port, timeout=30.0):
@@ -195,8 +189,7 @@ def a_stalled_token_parks_only_the_mint():
     host = HOSTS[0]
     n0 = len(d.audit_records())
     reload_unseal_timeout(d, STALL_MS)
-    pid = swtpm_pid(b)
-    os.kill(pid, signal.SIGSTOP)
+    b.pause()
     try:
         res = {}
 
@@ -231,7 +224,7 @@ def a_stalled_token_parks_only_the_mint():
         recs = h.audit_since(d, n0, lambda r: r.get("host") == host, count=2)
         eq([r["decision"] for r in recs], ["vault-unavailable"] * 2, "audit of the failed mints")
     finally:
-        os.kill(pid, signal.SIGCONT)
+        b.resume()
     ok = None
     for i in range(100):  # bounded: about 20 s while the worker comes back
         what, _, t = handshake_outcome(d, host, o.port)
@@ -251,8 +244,7 @@ def clients_that_hang_up_while_parked_are_freed():
     d, o, b = S["d"], S["o"], S["b"]
     host = HOSTS[1]
     eq(fu.active(d), 0, "connections before")
-    pid = swtpm_pid(b)
-    os.kill(pid, signal.SIGSTOP)
+    b.pause()
     try:
         raws = []
         for _ in range(3):  # three misses share one unseal of the CA key
@@ -270,7 +262,7 @@ def clients_that_hang_up_while_parked_are_freed():
         eq(fu.active(d), 0, "connections after the clients hung up")
         check(secs < DEADLINE_S - 1, "freed only after %.2f s (the unseal deadline?)" % secs)
     finally:
-        os.kill(pid, signal.SIGCONT)
+        b.resume()
     for i in range(100):  # bounded: the cancelled unseal's answer is dropped unseen
         what, _, t = handshake_outcome(d, host, o.port)
         if what == "ok":

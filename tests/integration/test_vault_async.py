@@ -8,7 +8,6 @@ SIGCONT injection works again.
 """
 
 import copy
-import os
 import signal
 import socket
 import threading
@@ -45,11 +44,6 @@ def config(origin, backend):
     cfg["resolve"]["plain.example.test"] = "127.0.0.1"
     cfg["resolve"]["held.example.test"] = "127.0.0.1"
     return cfg
-
-
-def swtpm_pid(b):
-    with open(os.path.join(b.dir, "swtpm.pid")) as f:
-        return int(f.read().strip())
 
 
 class Bg:
@@ -94,9 +88,7 @@ def timed_get(d, host, port, path):
 
 @test
 def stopped_swtpm_stalls_only_injection():
-    b = Backend("tpm2")
-    pid = None
-    try:
+    with Backend("tpm2") as b:
         with h.Origin() as o, h.Daemon(config(o, b)) as d:
             eq(cli(d, "init")[0], 0, "init")
             eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
@@ -112,8 +104,7 @@ def stopped_swtpm_stalls_only_injection():
             ok, new = d.reload()
             check(ok, "reload to unseal_timeout %d ms" % STALL_MS, new)
 
-            pid = swtpm_pid(b)
-            os.kill(pid, signal.SIGSTOP)
+            b.pause()
             stuck = Bg(d, "api.example.test", o.port, "/stuck")
             time.sleep(h.scaled(0.3))  # the injected request is parked on the worker by now
             status, _, _, plain_secs = timed_get(d, "plain.example.test", o.port, "/plain")
@@ -145,8 +136,7 @@ def stopped_swtpm_stalls_only_injection():
             eq(status, 200, "held credential while the token is stuck")
             check(secs < h.scaled(1.0), "held injection took %.2f s" % secs)
 
-            os.kill(pid, signal.SIGCONT)
-            pid = None
+            b.resume()
             ok = None
             for i in range(100):  # bounded: about 20 s
                 status, _, body, _ = timed_get(d, "api.example.test", o.port, "/after/%d" % i)
@@ -175,10 +165,6 @@ def stopped_swtpm_stalls_only_injection():
                   "deadline of %d ms not logged" % STALL_MS)
             check(d.alive(), "daemon still running")
             eq(d.stop(), 0, "exit status")
-    finally:
-        if pid is not None:
-            os.kill(pid, signal.SIGCONT)
-        b.close()
 
 
 @test
@@ -186,14 +172,11 @@ def shutdown_finishes_an_exchange_parked_on_the_token():
     """SIGTERM while an injected exchange is parked on a stopped swtpm: the daemon drains
     (it does not exit under the exchange, nor free it while its job runs); once the token
     answers the exchange completes injected and the daemon exits cleanly (ASan checks)."""
-    b = Backend("tpm2")
-    pid = None
-    try:
+    with Backend("tpm2") as b:
         with h.Origin() as o, h.Daemon(config(o, b)) as d:
             eq(cli(d, "init")[0], 0, "init")
             eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
-            pid = swtpm_pid(b)
-            os.kill(pid, signal.SIGSTOP)
+            b.pause()
             stuck = Bg(d, "api.example.test", o.port, "/parked")
             # Both waits together stay well inside the daemon's fixed 5 s token deadline,
             # also when valgrind stretches everything else.
@@ -202,8 +185,7 @@ def shutdown_finishes_an_exchange_parked_on_the_token():
             time.sleep(min(h.scaled(1.0), 2.0))
             check(d.alive(), "daemon exited with an exchange in flight")
             check(stuck.result is None, "parked exchange answered early", stuck.result)
-            os.kill(pid, signal.SIGCONT)
-            pid = None
+            b.resume()
             status, _, _, _ = stuck.wait(DEADLINE_S + 10)
             eq(status, 200, "the parked exchange after the token answered")
             eq([bearer_of(r) for r in o.requests], [["Bearer " + SECRET.decode()]],
@@ -212,10 +194,6 @@ def shutdown_finishes_an_exchange_parked_on_the_token():
             # tearing down, its signal handlers gone, would kill it: status -15.)
             d.proc.wait(h.scaled(15))
             eq(d.stop(), 0, "exit status")
-    finally:
-        if pid is not None:
-            os.kill(pid, signal.SIGCONT)
-        b.close()
 
 
 @test
@@ -225,9 +203,7 @@ def concurrent_requests_share_one_unseal():
     and one client that hangs up while parked; after SIGCONT the six reach the origin each
     with exactly the credential, from one unseal between them, and nothing of the secret
     is left in the daemon's memory. The next request unseals afresh (no cache)."""
-    b = Backend("tpm2")
-    pid = None
-    try:
+    with Backend("tpm2") as b:
         with h.Origin() as o, h.Daemon(config(o, b)) as d:
             eq(cli(d, "init")[0], 0, "init")
             eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
@@ -237,8 +213,7 @@ def concurrent_requests_share_one_unseal():
             u0, i0 = int(st["unseals_total"]), int(st["injections_total"])
             eq((u0, i0), (1, 1), "unseals and injections after one request")
 
-            pid = swtpm_pid(b)
-            os.kill(pid, signal.SIGSTOP)
+            b.pause()
             conns0 = o.connections
             burst = [Bg(d, "api.example.test", o.port, "/bytes/16?burst=%d" % i)
                      for i in range(6)]
@@ -254,8 +229,7 @@ def concurrent_requests_share_one_unseal():
             gone.close()
             time.sleep(0.2)
             check(all(r.result is None for r in burst), "answered while the token hangs")
-            os.kill(pid, signal.SIGCONT)
-            pid = None
+            b.resume()
             for r in burst:
                 eq(r.wait(DEADLINE_S + 10)[0], 200, "parked request after the token answered")
             # Answers are 16 pattern bytes, not the echo: the memory scan below must find
@@ -273,10 +247,6 @@ def concurrent_requests_share_one_unseal():
             eq(scan_memory(d.proc.pid, SECRET), 0, "secret bytes left in airlockd memory")
             check(d.alive(), "daemon still running")
             eq(d.stop(), 0, "exit status")
-    finally:
-        if pid is not None:
-            os.kill(pid, signal.SIGCONT)
-        b.close()
 
 
 @test
@@ -286,17 +256,14 @@ def signal_during_teardown_does_not_kill_the_daemon():
     finishes its teardown, leaves the worker behind and exits 0. (The last stretch of
     teardown, after the signal events are freed, is covered by daemon_stop blocking the
     stop signals; that window is too short to hit from a test.)"""
-    b = Backend("tpm2")
-    pid = None
-    try:
+    with Backend("tpm2") as b:
         with h.Origin() as o:
             cfg = config(o, b)
             cfg["limits"] = {"unseal_timeout": "%dms" % STALL_MS}
             with h.Daemon(cfg) as d:
                 eq(cli(d, "init")[0], 0, "init")
                 eq(cli(d, "enroll", "gh", secret=SECRET + b"\n")[0], 0, "enroll")
-                pid = swtpm_pid(b)
-                os.kill(pid, signal.SIGSTOP)
+                b.pause()
                 stuck = Bg(d, "api.example.test", o.port, "/stuck")
                 time.sleep(min(h.scaled(0.3), 1.0))
                 d.proc.send_signal(signal.SIGTERM)
@@ -306,10 +273,6 @@ def signal_during_teardown_does_not_kill_the_daemon():
                 eq(d.proc.wait(STALL_S + h.scaled(10)), 0, "exit status")
                 check("leaving it behind" in d.log_text(), "teardown did not wait for the worker",
                       d.log_text()[-600:])
-    finally:
-        if pid is not None:
-            os.kill(pid, signal.SIGCONT)
-        b.close()
 
 
 if __name__ == "__main__":

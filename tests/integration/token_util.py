@@ -5,6 +5,7 @@ its tests)."""
 
 import os
 import re
+import signal
 import subprocess
 
 import harness as h
@@ -18,6 +19,7 @@ class Backend:
 
     def __init__(self, kind):
         self.kind = kind
+        self.paused = None  # the pid of a swtpm that pause() stopped
         self.dir = h.make_tmpdir("airlock-token-")
         if kind == "pkcs11":
             subprocess.run([os.path.join(SRC, "scripts/softhsm-setup"), self.dir, "airlock", PIN,
@@ -44,8 +46,21 @@ class Backend:
     def stop_tpm(self):
         subprocess.run([os.path.join(SRC, "scripts/swtpm-stop"), self.dir], timeout=30)
 
+    def pause(self):
+        """Stops (SIGSTOP) the swtpm: a token that hangs mid-operation. resume() or
+        close() lets it go on."""
+        with open(os.path.join(self.dir, "swtpm.pid")) as f:
+            self.paused = int(f.read().strip())
+        os.kill(self.paused, signal.SIGSTOP)
+
+    def resume(self):
+        if self.paused is not None:
+            os.kill(self.paused, signal.SIGCONT)
+            self.paused = None
+
     def close(self):
         if self.kind == "tpm2":
+            self.resume()
             self.stop_tpm()
 
     # "with Backend(k) as b, HashOrigin() as o:" stops the swtpm even when what follows
