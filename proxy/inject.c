@@ -64,12 +64,12 @@ struct inject_flight {
     int answered;
     size_t refs;              /* exchanges with c->flight == f, + 1 while answering */
     struct conn_list waiting; /* parked on it until the answer */
-    struct inject_flight *next; /* in st->flights while unanswered */
+    LIST_ENTRY(inject_flight) link; /* in st->flights while unanswered */
 };
 
 struct inject_state {
     struct unseal_worker *worker; /* owns the vault: every token call runs there */
-    struct inject_flight *flights; /* unanswered, at most one per (policy, credential) */
+    LIST_HEAD(, inject_flight) flights; /* unanswered, one per (policy, credential) at most */
     struct inject_hold hold[INJECT_HOLD_MAX];
     struct event *sweep;
     struct inject_pool *pool;
@@ -250,18 +250,12 @@ hold_keep(struct inject_state *st, const char *name, uint64_t hold_ms, const str
 
 /* Drops a reference; the last one wipes the secret (or cancels the unanswered job). */
 static void
-flight_drop(struct inject_state *st, struct inject_flight *f)
+flight_drop(struct inject_flight *f)
 {
-    struct inject_flight **pp;
-
     if (--f->refs > 0)
         return;
     if (!f->answered) {
-        for (pp = &st->flights; *pp != NULL; pp = &(*pp)->next)
-            if (*pp == f) {
-                *pp = f->next;
-                break;
-            }
+        LIST_REMOVE(f, link);
         unseal_job_cancel(f->job); /* its result is wiped when it comes */
     } else {
         unseal_job_release(f->job); /* wipes; NULL after a failure */
@@ -278,26 +272,20 @@ static void
 on_unsealed(void *arg, struct unseal_job *job, const struct err *err)
 {
     struct inject_flight *f = arg;
-    struct inject_state *st = f->st;
-    struct inject_flight **pp;
     struct conn *c;
 
-    for (pp = &st->flights; *pp != NULL; pp = &(*pp)->next)
-        if (*pp == f) {
-            *pp = f->next; /* answered: later exchanges start a flight of their own */
-            break;
-        }
+    LIST_REMOVE(f, link); /* answered: later exchanges start a flight of their own */
     f->answered = 1;
     f->job = job;
     if (job != NULL && f->hold_ms > 0)
-        hold_keep(st, f->name, f->hold_ms, unseal_job_secret(job));
+        hold_keep(f->st, f->name, f->hold_ms, unseal_job_secret(job));
     f->refs++;
     /* Bounded: the list only shrinks (a waiter freed meanwhile unlinks itself). */
     while ((c = TAILQ_FIRST(&f->waiting)) != NULL) {
         TAILQ_REMOVE(&f->waiting, c, flight_link);
         forward_unsealed(c, err); /* uses the secret and lets go of f, or fails */
     }
-    flight_drop(st, f);
+    flight_drop(f);
 }
 
 /*
@@ -321,7 +309,7 @@ inject_begin(struct conn *c, struct err *err)
     }
     if (cred->hold_ms > 0 && hold_find(st, cred->name, util_now_us()) != NULL)
         return 1;
-    for (f = st->flights; f != NULL; f = f->next)
+    LIST_FOREACH(f, &st->flights, link)
         if (f->pol == c->pol && strcmp(f->name, cred->name) == 0)
             break;
     if (f == NULL) {
@@ -338,8 +326,7 @@ inject_begin(struct conn *c, struct err *err)
             return -1;
         }
         c->px->stats.unseals_total++;
-        f->next = st->flights;
-        st->flights = f;
+        LIST_INSERT_HEAD(&st->flights, f, link);
     }
     TAILQ_INSERT_TAIL(&f->waiting, c, flight_link);
     f->refs++;
@@ -360,7 +347,7 @@ inject_cancel(struct conn *c)
     if (!f->answered)
         TAILQ_REMOVE(&f->waiting, c, flight_link);
     c->flight = NULL;
-    flight_drop(c->px->inject, f);
+    flight_drop(f);
 }
 
 /* The plaintext inject_begin found: the flight's answer or a held copy. */

@@ -40,7 +40,7 @@ struct proxy_tls {
     struct tls_minter *minter;
     SSL_CTX *client_ctx;
     SSL_CTX *upstream_ctx;
-    struct ca_flight *flights; /* unanswered CA key unseals, at most one per policy */
+    LIST_HEAD(, ca_flight) flights; /* unanswered CA key unseals, at most one per policy */
 };
 
 /*
@@ -67,7 +67,7 @@ struct ca_flight {
     struct unseal_job *job;
     int answered;
     TAILQ_HEAD(, intercept_conn) waiting;
-    struct ca_flight *next;
+    LIST_ENTRY(ca_flight) entry; /* in t->flights while unanswered */
 };
 
 int
@@ -101,24 +101,18 @@ intercept_init(struct proxy *px, const struct policy *p, struct err *err)
     return 0;
 }
 
+/* Frees an unanswered flight (ca_unsealed frees an answered one itself). */
 static void
 flight_free(struct ca_flight *fl)
 {
-    struct proxy_tls *t = fl->t;
-    struct ca_flight **pp;
     struct intercept_conn *ic;
 
-    for (pp = &t->flights; *pp != NULL; pp = &(*pp)->next)
-        if (*pp == fl) {
-            *pp = fl->next;
-            break;
-        }
+    LIST_REMOVE(fl, entry);
     while ((ic = TAILQ_FIRST(&fl->waiting)) != NULL) {
         TAILQ_REMOVE(&fl->waiting, ic, link);
         ic->flight = NULL;
     }
-    if (!fl->answered)
-        unseal_job_cancel(fl->job); /* its result is wiped when it comes */
+    unseal_job_cancel(fl->job); /* its result is wiped when it comes */
     free(fl);
 }
 
@@ -129,8 +123,8 @@ intercept_free(struct proxy *px)
 
     if (t == NULL)
         return;
-    while (t->flights != NULL) /* none: conn_free let go of them; but never leak a job */
-        flight_free(t->flights);
+    while (!LIST_EMPTY(&t->flights)) /* none: conn_free let go of them; never leak a job */
+        flight_free(LIST_FIRST(&t->flights));
     SSL_CTX_free(t->client_ctx);
     SSL_CTX_free(t->upstream_ctx);
     tls_minter_free(t->minter);
@@ -310,13 +304,8 @@ ca_unsealed(void *arg, struct unseal_job *job, const struct err *err)
     struct ca_flight *fl = arg;
     struct intercept_conn *ic;
     struct err merr;
-    struct ca_flight **pp;
 
-    for (pp = &fl->t->flights; *pp != NULL; pp = &(*pp)->next)
-        if (*pp == fl) {
-            *pp = fl->next; /* answered: later misses start a flight of their own */
-            break;
-        }
+    LIST_REMOVE(fl, entry); /* answered: later misses start a flight of their own */
     fl->answered = 1;
     for (ic = TAILQ_FIRST(&fl->waiting); ic != NULL; ic = TAILQ_NEXT(ic, link)) {
         err_clear(&merr);
@@ -379,7 +368,7 @@ mint_park(struct conn *c)
     struct unseal_worker *w = inject_worker(c->px);
     struct err err;
 
-    for (fl = t->flights; fl != NULL; fl = fl->next)
+    LIST_FOREACH(fl, &t->flights, entry)
         if (fl->pol == c->pol)
             break;
     if (fl == NULL) {
@@ -404,8 +393,7 @@ mint_park(struct conn *c)
             client_start(c);
             return;
         }
-        fl->next = t->flights;
-        t->flights = fl;
+        LIST_INSERT_HEAD(&t->flights, fl, entry);
     }
     TAILQ_INSERT_TAIL(&fl->waiting, ic, link);
     ic->flight = fl;
