@@ -233,8 +233,7 @@ approvals_hold(struct approvals *q, const struct approval_info *info,
 
     if (q->shut || q->count >= q->max_pending || (it = item_new(q, info)) == NULL)
         return -1;
-    tv.tv_sec = (time_t)(q->timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)(q->timeout_ms % 1000) * 1000;
+    tv = util_ms_timeval(q->timeout_ms);
     if (evtimer_add(it->timer, &tv) == -1) {
         item_free(it);
         return -1;

@@ -18,6 +18,7 @@
 #include "approvals/approvals.h"
 #include "cmd/daemon_internal.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "device/buddy.h"
 #include "proxy/proxy.h"
 #include "proxy/unseal_worker.h"
@@ -121,7 +122,7 @@ link_up(struct daemon_device *dv, const struct secbuf *key, struct err *err)
 static void
 schedule_retry(struct daemon_device *dv)
 {
-    struct timeval tv = {(time_t)(dv->retry_ms / 1000), (suseconds_t)(dv->retry_ms % 1000) * 1000};
+    struct timeval tv = util_ms_timeval(dv->retry_ms);
 
     evtimer_add(dv->retry, &tv);
     dv->retry_ms = dv->retry_ms >= KEY_RETRY_MAX_MS / 2 ? KEY_RETRY_MAX_MS : dv->retry_ms * 2;

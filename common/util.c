@@ -210,6 +210,14 @@ util_random(void *buf, size_t n)
     return 0;
 }
 
+struct timeval
+util_ms_timeval(uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+
+    return tv;
+}
+
 uint64_t
 util_now_us(void)
 {

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
 
 #define SHA256_HEX_LEN 64
 
@@ -44,6 +45,8 @@ int util_ct_equal(const void *a, const void *b, size_t n);
 int util_random(void *buf, size_t n);
 
 uint64_t util_now_us(void);       /* CLOCK_MONOTONIC */
+/* ms as a struct timeval, for evtimer_add and bufferevent timeouts. */
+struct timeval util_ms_timeval(uint64_t ms);
 uint64_t util_wall_ms(void);      /* CLOCK_REALTIME, ms since the epoch */
 /* "2026-11-22T23:11:05.123Z" into out (at least 25 bytes). */
 void util_rfc3339_ms(uint64_t wall_ms, char *out, size_t outlen);

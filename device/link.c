@@ -329,7 +329,7 @@ buddy_link_new(struct event_base *base, const struct buddy_link_config *cfg,
     const struct secbuf *key, buddy_decision_cb cb, void *arg, struct err *err)
 {
     struct buddy_link *l;
-    struct timeval tv = {BUDDY_POLL_MS / 1000, (BUDDY_POLL_MS % 1000) * 1000};
+    struct timeval tv = util_ms_timeval(BUDDY_POLL_MS);
 
     if (cfg->path == NULL || cfg->path[0] == '\0' || cb == NULL) {
         err_set(err, ERR_USAGE, "buddy: no device path configured");

@@ -318,8 +318,7 @@ dial_start(struct conn *c, const char *host, uint16_t port, dial_cb cb)
     }
     conn_set_timer(c, c->pol->connect_timeout_ms + 1000);
     {
-        struct timeval tv = {(time_t)(c->pol->connect_timeout_ms / 1000),
-            (suseconds_t)(c->pol->connect_timeout_ms % 1000 * 1000)};
+        struct timeval tv = util_ms_timeval(c->pol->connect_timeout_ms);
         evtimer_add(d->timer, &tv);
     }
     /* A literal IP is never resolved (no evdns, no getaddrinfo). */

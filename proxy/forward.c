@@ -183,8 +183,7 @@ exchange_done(struct conn *c)
 static void
 up_arm_timeout(struct conn *c)
 {
-    struct timeval tv = {(time_t)(c->pol->upstream_timeout_ms / 1000),
-        (suseconds_t)(c->pol->upstream_timeout_ms % 1000 * 1000)};
+    struct timeval tv = util_ms_timeval(c->pol->upstream_timeout_ms);
 
     bufferevent_set_timeouts(c->up, &tv, NULL);
 }

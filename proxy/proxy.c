@@ -131,7 +131,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 void
 conn_set_timer(struct conn *c, uint64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    struct timeval tv = util_ms_timeval(ms);
 
     evtimer_add(c->timer, &tv);
 }
@@ -581,7 +581,7 @@ void
 proxy_drain(struct proxy *px, uint64_t grace_ms, void (*done)(void *arg), void *arg)
 {
     struct conn *c, *next;
-    struct timeval tv = {(time_t)(grace_ms / 1000), (suseconds_t)((grace_ms % 1000) * 1000)};
+    struct timeval tv = util_ms_timeval(grace_ms);
 
     px->draining = 1;
     px->drain_done = done;

@@ -339,8 +339,7 @@ unseal_submit(struct unseal_worker *w, struct policy *p, const char *name, unsea
     }
     j->done = done;
     j->arg = arg;
-    tv.tv_sec = (time_t)(j->deadline_ms / 1000);
-    tv.tv_usec = (suseconds_t)(j->deadline_ms % 1000 * 1000);
+    tv = util_ms_timeval(j->deadline_ms);
     if (j->deadline_ms > w->longest_ms)
         w->longest_ms = j->deadline_ms;
     evtimer_add(j->deadline, &tv);
