@@ -4,42 +4,12 @@ of a process tree, and the result table (name, value with unit, ratios to the di
 and to the best peer of the same kind)."""
 
 import os
-import random
-import socket
 import sys
-import time
 
-
-def free_port():
-    """A free port below the kernel's ephemeral range: a port the kernel picked (bind to 0)
-    is in that range, where the load tools' own outgoing connections can take it before
-    the server binds it (EADDRINUSE under connection churn)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.SystemRandom()
-    for _ in range(256):  # bounded; the range is mostly free
-        port = rng.randrange(10000, max(low, 10001))
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below %d" % low)
-
-
-def wait_port(port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+# Free ports and the listener wait are the integration tests' (tests/integration/ports.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                "integration"))
+from ports import free_port, wait_port  # noqa: E402
 
 
 LOWER_IS_BETTER = ("us", "ms", "MB")

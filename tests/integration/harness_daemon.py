@@ -9,7 +9,6 @@ harness_daemon.AIRLOCKD (replacing harness.AIRLOCKD changes nothing).
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import time
 from harness_config import to_yaml
 from harness_env import AGENT, AIRLOCK, AIRLOCKD, TOKEN, free_port, make_tmpdir, scaled
 from harness_valgrind import valgrind_report
+from ports import wait_port  # noqa: F401  (re-exported through harness)
 
 
 class DaemonError(Exception):
@@ -27,20 +27,6 @@ def _port_of(listen_text):
     if not listen_text:
         return None
     return int(str(listen_text).rsplit(":", 1)[1])
-
-
-def wait_port(port, timeout=10.0, proc=None):
-    """True once 127.0.0.1:port accepts a TCP connection; False at timeout or if proc died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 class Daemon:

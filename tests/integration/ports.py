@@ -1,4 +1,5 @@
-"""Free loopback ports for the tests' listeners, taken below the kernel's ephemeral range.
+"""Free loopback ports for the tests' (and bench/run's) listeners, taken below the kernel's
+ephemeral range, and a bounded wait for a listener.
 
 A port the kernel picks (bind to port 0) comes from the ephemeral range, which outgoing
 connections share: under connection churn (a load test, a benchmark just before) every
@@ -9,6 +10,7 @@ range are never picked by connect(), so a port found free here stays free for a 
 
 import random
 import socket
+import time
 
 _given = set()
 _rng = random.SystemRandom()
@@ -43,3 +45,18 @@ def free_port():
     """A port that was free a moment ago (see bind_free), for a daemon's config."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         return bind_free(s)
+
+
+def wait_port(port, timeout=10.0, proc=None):
+    """True once 127.0.0.1:port accepts a TCP connection; False at timeout or if proc (a
+    Popen) died first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
