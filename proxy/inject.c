@@ -57,9 +57,8 @@ struct inject_pool {
  */
 struct inject_flight {
     struct inject_state *st;
-    char name[65];
     struct policy *pol;       /* asked under it; the waiters' own references keep it alive */
-    uint64_t hold_ms;
+    const struct policy_credential *cred; /* pol's */
     struct unseal_job *job;   /* once answered: the secret, or NULL after a failure */
     int answered;
     size_t refs;              /* exchanges with c->flight == f, + 1 while answering */
@@ -230,22 +229,22 @@ hold_find(struct inject_state *st, const char *name, uint64_t now_us)
 
 /* Keeps a copy of a freshly unsealed secret for hold_ms (locked to locked memory). */
 static void
-hold_keep(struct inject_state *st, const char *name, uint64_t hold_ms, const struct secbuf *s)
+hold_keep(struct inject_state *st, const struct policy_credential *cred, const struct secbuf *s)
 {
     struct inject_hold *slot = NULL;
     struct secbuf *held;
     size_t i;
 
     for (i = 0; i < INJECT_HOLD_MAX && slot == NULL; i++)
-        if (st->hold[i].secret == NULL || strcmp(st->hold[i].name, name) == 0)
+        if (st->hold[i].secret == NULL || strcmp(st->hold[i].name, cred->name) == 0)
             slot = &st->hold[i];
     if (slot == NULL || (held = secbuf_new(s->len + 1)) == NULL)
         return; /* no room to hold: used once, like hold: 0s */
     secbuf_append(held, s->data, s->len);
     hold_wipe(slot);
-    util_strlcpy(slot->name, name, sizeof(slot->name));
+    util_strlcpy(slot->name, cred->name, sizeof(slot->name));
     slot->secret = held;
-    slot->expires_us = util_now_us() + hold_ms * 1000;
+    slot->expires_us = util_now_us() + cred->hold_ms * 1000;
 }
 
 /* Drops a reference; the last one wipes the secret (or cancels the unanswered job). */
@@ -277,8 +276,8 @@ on_unsealed(void *arg, struct unseal_job *job, const struct err *err)
     LIST_REMOVE(f, link); /* answered: later exchanges start a flight of their own */
     f->answered = 1;
     f->job = job;
-    if (job != NULL && f->hold_ms > 0)
-        hold_keep(f->st, f->name, f->hold_ms, unseal_job_secret(job));
+    if (job != NULL && f->cred->hold_ms > 0)
+        hold_keep(f->st, f->cred, unseal_job_secret(job));
     f->refs++;
     /* Bounded: the list only shrinks (a waiter freed meanwhile unlinks itself). */
     while ((c = TAILQ_FIRST(&f->waiting)) != NULL) {
@@ -310,15 +309,14 @@ inject_begin(struct conn *c, struct err *err)
     if (cred->hold_ms > 0 && hold_find(st, cred->name, util_now_us()) != NULL)
         return 1;
     LIST_FOREACH(f, &st->flights, link)
-        if (f->pol == c->pol && strcmp(f->name, cred->name) == 0)
+        if (f->pol == c->pol && strcmp(f->cred->name, cred->name) == 0)
             break;
     if (f == NULL) {
         if ((f = calloc(1, sizeof(*f))) == NULL)
             return err_set(err, ERR_INTERNAL, "out of memory");
         f->st = st;
         f->pol = c->pol;
-        f->hold_ms = cred->hold_ms;
-        util_strlcpy(f->name, cred->name, sizeof(f->name));
+        f->cred = cred;
         TAILQ_INIT(&f->waiting);
         if ((f->job = unseal_submit(st->worker, c->pol, cred->name, on_unsealed, f, err)) ==
             NULL) {
